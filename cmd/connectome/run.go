@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"connectome/config"
+	"connectome/pipeline"
+
+	"golang.org/x/term"
+)
+
+// stringList is a repeatable flag that also splits on commas.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*s = append(*s, p)
+		}
+	}
+	return nil
+}
+
+type runFlags struct {
+	config, runDir, from, to, only     string
+	resume, retryFailed                bool
+	device                             string
+	workers                            int
+	embeddings                         stringList
+	logFormat, logLevel, progress      string
+	cacheDir, billingProject, modelsDir string
+	maxBytesBilled                     int64
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f runFlags
+	fs := flag.NewFlagSet("connectome run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", "configs/nlst-sybil.yaml", "pipeline config `FILE` (YAML; unknown keys are errors)")
+	fs.StringVar(&f.runDir, "run-dir", "", "run `DIR` for every output (overrides run_dir in the config)")
+	fs.StringVar(&f.from, "from", "", "first `STAGE` to run; earlier stages must be complete in the run dir")
+	fs.StringVar(&f.to, "to", "", "last `STAGE` to run")
+	fs.StringVar(&f.only, "only", "", "run just this `STAGE`")
+	fs.BoolVar(&f.resume, "resume", false, "keep complete stages and items of an earlier run with the same config; a stage whose config changed re-runs with every stage after it")
+	fs.BoolVar(&f.retryFailed, "retry-failed", false, "with --resume, also re-run complete stages that recorded item failures, retrying just those items")
+	fs.StringVar(&f.device, "device", "", "inference device `cpu|cuda|auto` (overrides embed.device; auto falls back to CPU and says so)")
+	fs.IntVar(&f.workers, "workers", 0, "worker count `N` per stage (0: the config's, else the number of CPUs)")
+	fs.Var(&f.embeddings, "embeddings", "Arrow IPC or Parquet `FILE`s of embeddings for similarity (repeat, or comma-separate; with --only similarity no other stage is needed)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format `text|json` (logs go to stderr)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level `debug|info|warn|error`")
+	fs.StringVar(&f.progress, "progress", "auto", "progress display `auto|bars|log|none` (auto: bars on a terminal, else a log line per stage every few seconds)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "DICOM cache `DIR` shared across runs (overrides fetch.cache_dir)")
+	fs.StringVar(&f.billingProject, "billing-project", "", "Google Cloud `PROJECT` billed for BigQuery (else cohort.billing_project, else $GOOGLE_CLOUD_PROJECT)")
+	fs.Int64Var(&f.maxBytesBilled, "max-bytes-billed", 0, "halt before a BigQuery query that would scan more than `BYTES` (default from the config: 50 GB)")
+	fs.StringVar(&f.modelsDir, "models-dir", "", "`DIR` holding the ONNX model files (overrides embed.models_dir)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: connectome run --config FILE [flags]
+
+Runs the pipeline stages cohort → fetch → preprocess → embed → similarity → report over one
+run directory. Every stage writes its outputs atomically and a _SUCCESS.json marker last;
+item failures go to failures.arrow and the run goes on. Stop with Ctrl-C at any time and
+continue with --resume.
+
+Examples:
+  connectome run --config configs/nlst-sybil.yaml --device cuda
+  connectome run --config configs/nlst-sybil.yaml --resume
+  connectome run --config configs/nlst-sybil.yaml --from embed --device cuda
+  connectome run --only similarity --embeddings emb.parquet --run-dir runs/mine
+  connectome run --from similarity --embeddings emb.arrow --run-dir runs/mine   (similarity + report)
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if len(f.embeddings) > 0 {
+		// "--embeddings A B C": the shell list after the flag.
+		f.embeddings = append(f.embeddings, fs.Args()...)
+	} else if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "connectome run: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+
+	log, closeLog, err := newLogger(stderr, f.logFormat, f.logLevel, f.progress)
+	if err != nil {
+		fmt.Fprintln(stderr, "connectome run:", err)
+		return 2
+	}
+	code := run(ctx, f, args, log)
+	closeLog()
+	return code
+}
+
+func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
+	cfg, err := config.Load(f.config, configOverrides(f))
+	if err != nil {
+		lg.Error("bad config", "err", err)
+		return 1
+	}
+	stages, cleanup, err := buildStages(ctx, cfg, lg.Logger)
+	if err != nil {
+		lg.Error("cannot start", "err", err)
+		return 1
+	}
+	defer cleanup()
+	r, err := pipeline.NewRunner(stages, pipeline.Options{
+		RunDir: cfg.RunDir, From: f.from, To: f.to, Only: f.only,
+		Resume: f.resume, RetryFailed: f.retryFailed, Workers: cfg.Workers,
+		Log: lg.Logger, Progress: lg.progress, PipelineVersion: version, IDCVersion: cfg.Cohort.IDCRelease,
+		Command: append([]string{"connectome", "run"}, args...), Config: cfg,
+		Versions: map[string]string{"pipeline": versionString(), "idc": cfg.Cohort.IDCRelease, "onnxruntime": onnxRuntimeVersion},
+		Models:   modelChecksums(cfg),
+	})
+	if err != nil {
+		lg.Error("cannot run", "err", err)
+		return pipeline.ExitCode(nil, err)
+	}
+	sum, err := r.Run(ctx)
+	code := pipeline.ExitCode(sum, err)
+	switch {
+	case errors.Is(err, pipeline.ErrInterrupted):
+		lg.Warn("stopped; continue with --resume", "run_dir", cfg.RunDir)
+	case err != nil:
+		lg.Error("run halted", "err", err)
+	case code == 3:
+		lg.Warn("run finished with item failures", "failures", sum.Failures, "table", cfg.RunDir+"/failures.arrow")
+	default:
+		lg.Info("run finished", "run_dir", cfg.RunDir)
+	}
+	return code
+}
+
+func configOverrides(f runFlags) config.Overrides {
+	return config.Overrides{RunDir: f.runDir, Device: f.device, Workers: f.workers, Embeddings: f.embeddings,
+		CacheDir: f.cacheDir, BillingProject: f.billingProject, MaxBytesBilled: f.maxBytesBilled, ModelsDir: f.modelsDir}
+}
+
+// logger is the run's slog logger and the progress display it shares the terminal with.
+type logger struct {
+	*slog.Logger
+	progress *pipeline.Progress
+}
+
+func newLogger(w io.Writer, format, level, progress string) (*logger, func(), error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	var bars bool
+	interval := 5 * time.Second
+	switch progress {
+	case "auto":
+		bars = tty && format == "text"
+	case "bars":
+		bars = true
+	case "log":
+	case "none":
+		interval = 0
+	default:
+		return nil, nil, fmt.Errorf("--progress %q: want auto, bars, log or none", progress)
+	}
+	// The progress display needs the logger and the logger must print above the bars, so
+	// the handler writes through a switchable writer.
+	sw := &switchWriter{w: w}
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
+	switch format {
+	case "text":
+		h = slog.NewTextHandler(sw, opts)
+	case "json":
+		h = slog.NewJSONHandler(sw, opts)
+	default:
+		return nil, nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+	l := slog.New(h)
+	p := pipeline.NewProgress(w, bars, l, interval)
+	sw.w = p.Writer(w)
+	return &logger{Logger: l, progress: p}, p.Close, nil
+}
+
+type switchWriter struct{ w io.Writer }
+
+func (s *switchWriter) Write(b []byte) (int, error) { return s.w.Write(b) }

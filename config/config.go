@@ -1,0 +1,132 @@
+// Package config is the pipeline's YAML config: one section per stage, defaults, strict
+// decoding (unknown keys and wrong types name the file and line), validation and the
+// command-line overrides.
+package config
+
+import (
+	"fmt"
+	"runtime"
+
+	"connectome/stages/cohort"
+	"connectome/stages/embed"
+	"connectome/stages/fetch"
+	"connectome/stages/preprocess"
+	"connectome/stages/report"
+	"connectome/stages/similarity"
+	"connectome/yamlconf"
+)
+
+// Config is a whole pipeline config file.
+type Config struct {
+	// RunDir holds every output of the run (relative paths are relative to the working dir).
+	RunDir string `yaml:"run_dir" json:"run_dir"`
+	// ModelsFile is the model registry (configs/models.yaml, or the demo encoders' file).
+	ModelsFile string `yaml:"models_file" json:"models_file"`
+	// Workers is the default worker count per stage; 0 means the number of CPUs.
+	Workers int `yaml:"workers" json:"workers"`
+
+	Cohort     cohort.Settings     `yaml:"cohort" json:"cohort"`
+	Fetch      fetch.Settings      `yaml:"fetch" json:"fetch"`
+	Preprocess preprocess.Settings `yaml:"preprocess" json:"preprocess"`
+	Embed      embed.Settings      `yaml:"embed" json:"embed"`
+	Similarity similarity.Settings `yaml:"similarity" json:"similarity"`
+	Report     report.Settings     `yaml:"report" json:"report"`
+}
+
+// Default is the config used for every key a file does not set.
+func Default() Config {
+	return Config{
+		RunDir:     "runs/nlst-sybil",
+		ModelsFile: "configs/models.yaml",
+		Cohort:     cohort.DefaultSettings(),
+		Fetch:      fetch.DefaultSettings(),
+		Preprocess: preprocess.DefaultSettings(),
+		Embed:      embed.DefaultSettings(),
+		Similarity: similarity.DefaultSettings(),
+		Report:     report.DefaultSettings(),
+	}
+}
+
+// Overrides are the command-line flags that replace config values; zero values change nothing.
+type Overrides struct {
+	RunDir         string
+	Device         string
+	Workers        int
+	Embeddings     []string
+	CacheDir       string
+	BillingProject string
+	MaxBytesBilled int64
+	ModelsDir      string
+}
+
+// Load reads path over the defaults (path "" means defaults only), applies the overrides and
+// validates the result.
+func Load(path string, o Overrides) (Config, error) {
+	c := Default()
+	if path != "" {
+		if err := yamlconf.DecodeFile(path, &c); err != nil {
+			return c, err
+		}
+	}
+	c.apply(o)
+	if err := c.Validate(); err != nil {
+		if path != "" {
+			return c, fmt.Errorf("%s: %w", path, err)
+		}
+		return c, err
+	}
+	return c, nil
+}
+
+func (c *Config) apply(o Overrides) {
+	if o.RunDir != "" {
+		c.RunDir = o.RunDir
+	}
+	if o.Device != "" {
+		c.Embed.Device = o.Device
+	}
+	if o.Workers > 0 {
+		c.Workers = o.Workers
+	}
+	if len(o.Embeddings) > 0 {
+		c.Similarity.Embeddings = o.Embeddings
+	}
+	if o.CacheDir != "" {
+		c.Fetch.CacheDir = o.CacheDir
+	}
+	if o.BillingProject != "" {
+		c.Cohort.BillingProject = o.BillingProject
+	}
+	if o.MaxBytesBilled > 0 {
+		c.Cohort.MaxBytesBilled = o.MaxBytesBilled
+	}
+	if o.ModelsDir != "" {
+		c.Embed.ModelsDir = o.ModelsDir
+	}
+	if c.Workers <= 0 {
+		c.Workers = runtime.NumCPU()
+	}
+}
+
+// Validate checks every section; the error names the section.
+func (c *Config) Validate() error {
+	if c.RunDir == "" {
+		return fmt.Errorf("run_dir: must be set")
+	}
+	if c.ModelsFile == "" {
+		return fmt.Errorf("models_file: must be set")
+	}
+	checks := []struct {
+		name string
+		v    interface{ Validate() error }
+	}{
+		{"cohort", c.Cohort}, {"fetch", c.Fetch}, {"preprocess", c.Preprocess},
+		{"embed", c.Embed}, {"similarity", c.Similarity}, {"report", c.Report},
+	}
+	for _, ch := range checks {
+		if err := ch.v.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", ch.name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+package pipeline
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"connectome/arrowio"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// failuresJournal is each stage's append-only record of item failures; failures.arrow at the
+// run root is rebuilt from all of them, so a failure is on disk the moment it happens.
+const failuresJournal = "_failures.jsonl"
+
+// Failure is one row of failures.arrow.
+type Failure struct {
+	Stage      string    `json:"stage"`
+	ItemID     string    `json:"item_id"`
+	ErrorClass string    `json:"error_class"`
+	Message    string    `json:"message"`
+	Time       time.Time `json:"time"`
+}
+
+// failureLog appends a stage's failures to its journal.
+type failureLog struct {
+	mu   sync.Mutex
+	path string
+	f    *os.File
+	err  error // first write error, reported when the stage ends
+	now  func() time.Time
+}
+
+func openFailureLog(stageDir string) (*failureLog, error) {
+	path := filepath.Join(stageDir, failuresJournal)
+	// A stage that runs again retries its failed items, so its old failures no longer hold.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open failure journal: %w", err)
+	}
+	return &failureLog{path: path, f: f, now: time.Now}, nil
+}
+
+func (l *failureLog) add(stage, item string, err error) {
+	msg := err.Error()
+	var ie *ItemError
+	if errors.As(err, &ie) {
+		msg = ie.Err.Error()
+		if ie.Item != "" && ie.Item != item {
+			msg = ie.Item + ": " + msg
+		}
+	}
+	rec := Failure{Stage: stage, ItemID: item, ErrorClass: ErrorClass(err), Message: msg, Time: l.now().UTC()}
+	b, _ := json.Marshal(rec)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, werr := l.f.Write(append(b, '\n')); werr != nil && l.err == nil {
+		l.err = fmt.Errorf("write failure journal %s: %w", l.path, werr)
+	}
+}
+
+func (l *failureLog) close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cerr := l.f.Close()
+	if l.err != nil {
+		return l.err
+	}
+	return cerr
+}
+
+// readFailures reads every stage's journal under runDir, in stage order then time order.
+func readFailures(runDir string) ([]Failure, error) {
+	var out []Failure
+	for _, st := range StageOrder() {
+		f, err := os.Open(filepath.Join(runDir, st, failuresJournal))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			var rec Failure
+			if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+				// A line cut by a crash is the only way to get here; skip it.
+				continue
+			}
+			out = append(out, rec)
+		}
+		f.Close()
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("read failure journal of %s: %w", st, err)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Stage != out[j].Stage {
+			return stageIndex(out[i].Stage) < stageIndex(out[j].Stage)
+		}
+		return out[i].Time.Before(out[j].Time)
+	})
+	return out, nil
+}
+
+func stageIndex(name string) int {
+	for i, s := range StageOrder() {
+		if s == name {
+			return i
+		}
+	}
+	return len(StageOrder())
+}
+
+var failureFields = []arrow.Field{
+	{Name: "stage", Type: arrow.BinaryTypes.String},
+	{Name: "item_id", Type: arrow.BinaryTypes.String},
+	{Name: "error_class", Type: arrow.BinaryTypes.String},
+	{Name: "message", Type: arrow.BinaryTypes.String},
+	{Name: "time", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+}
+
+// writeFailuresTable rebuilds RunDir/failures.arrow from the journals; it returns the row count.
+func writeFailuresTable(runDir string, md arrow.Metadata) (int, error) {
+	rows, err := readFailures(runDir)
+	if err != nil {
+		return 0, err
+	}
+	schema := arrow.NewSchema(failureFields, &md)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	for _, r := range rows {
+		b.Field(0).(*array.StringBuilder).Append(r.Stage)
+		b.Field(1).(*array.StringBuilder).Append(r.ItemID)
+		b.Field(2).(*array.StringBuilder).Append(r.ErrorClass)
+		b.Field(3).(*array.StringBuilder).Append(r.Message)
+		b.Field(4).(*array.TimestampBuilder).Append(arrow.Timestamp(r.Time.UnixMicro()))
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	if err := arrowio.WriteFile(filepath.Join(runDir, "failures.arrow"), schema, rec); err != nil {
+		return 0, err
+	}
+	return len(rows), nil
+}
+
+// ReadFailures reads RunDir/failures.arrow (for tests and tools).
+func ReadFailures(path string) ([]Failure, error) {
+	t, err := arrowio.ReadFile(path, memory.DefaultAllocator)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Release()
+	var out []Failure
+	for _, b := range t.Batches {
+		cols := make([]*array.String, 4)
+		for i := range cols {
+			c, ok := b.Column(i).(*array.String)
+			if !ok {
+				return nil, fmt.Errorf("%s: column %d is %s, want string", path, i, b.Column(i).DataType())
+			}
+			cols[i] = c
+		}
+		ts, ok := b.Column(4).(*array.Timestamp)
+		if !ok {
+			return nil, fmt.Errorf("%s: column time is %s", path, b.Column(4).DataType())
+		}
+		for i := 0; i < int(b.NumRows()); i++ {
+			out = append(out, Failure{Stage: cols[0].Value(i), ItemID: cols[1].Value(i), ErrorClass: cols[2].Value(i),
+				Message: cols[3].Value(i), Time: time.UnixMicro(int64(ts.Value(i))).UTC()})
+		}
+	}
+	return out, nil
+}

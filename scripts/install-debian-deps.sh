@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the demo need, only those that are missing.
+#   chromium          the browser the report tests drive
+#   python3-numpy     NumPy references (preprocessing golden tests, similarity benchmark)
+#   python3-pydicom   the reference DICOM reader of ../shared/tools/patchref.py
+set -euo pipefail
+pkgs=(chromium python3-numpy python3-pydicom)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "debian: ${pkgs[*]} already installed"
+  exit 0
+fi
+echo "debian: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "debian: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+  sudo=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
