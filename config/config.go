@@ -98,7 +98,7 @@ func (c *Config) apply(o Overrides) {
 		c.Cohort.BillingProject = o.BillingProject
 	}
 	if o.MaxBytesBilled > 0 {
-		c.Cohort.MaxBytesBilled = o.MaxBytesBilled
+		c.Cohort.MaxBytesBilled = cohort.ByteSize(o.MaxBytesBilled)
 	}
 	if o.ModelsDir != "" {
 		c.Embed.ModelsDir = o.ModelsDir

@@ -8,10 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"connectome/assemble"
 	"connectome/config"
+	"connectome/models"
 	"connectome/pipeline"
 
 	"golang.org/x/term"
@@ -31,14 +34,14 @@ func (s *stringList) Set(v string) error {
 }
 
 type runFlags struct {
-	config, runDir, from, to, only     string
-	resume, retryFailed                bool
-	device                             string
-	workers                            int
-	embeddings                         stringList
-	logFormat, logLevel, progress      string
+	config, runDir, from, to, only      string
+	resume, retryFailed                 bool
+	device                              string
+	workers                             int
+	embeddings                          stringList
+	logFormat, logLevel, progress       string
 	cacheDir, billingProject, modelsDir string
-	maxBytesBilled                     int64
+	maxBytesBilled                      int64
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -95,6 +98,12 @@ Flags:
 		return 2
 	}
 
+	for _, st := range []struct{ flag, name string }{{"from", f.from}, {"to", f.to}, {"only", f.only}} {
+		if st.name != "" && !slices.Contains(pipeline.StageOrder(), st.name) {
+			fmt.Fprintf(stderr, "connectome run: --%s %q: unknown stage (stages: %s)\n", st.flag, st.name, strings.Join(pipeline.StageOrder(), ", "))
+			return 2
+		}
+	}
 	log, closeLog, err := newLogger(stderr, f.logFormat, f.logLevel, f.progress)
 	if err != nil {
 		fmt.Fprintln(stderr, "connectome run:", err)
@@ -111,19 +120,19 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 		lg.Error("bad config", "err", err)
 		return 1
 	}
-	stages, cleanup, err := buildStages(ctx, cfg, lg.Logger)
+	chain, err := assemble.Build(ctx, cfg, version, assemble.Endpoints{}, lg.Logger)
 	if err != nil {
 		lg.Error("cannot start", "err", err)
 		return 1
 	}
-	defer cleanup()
-	r, err := pipeline.NewRunner(stages, pipeline.Options{
+	defer chain.Close()
+	r, err := pipeline.NewRunner(chain.Stages, pipeline.Options{
 		RunDir: cfg.RunDir, From: f.from, To: f.to, Only: f.only,
 		Resume: f.resume, RetryFailed: f.retryFailed, Workers: cfg.Workers,
 		Log: lg.Logger, Progress: lg.progress, PipelineVersion: version, IDCVersion: cfg.Cohort.IDCRelease,
 		Command: append([]string{"connectome", "run"}, args...), Config: cfg,
 		Versions: map[string]string{"pipeline": versionString(), "idc": cfg.Cohort.IDCRelease, "onnxruntime": onnxRuntimeVersion},
-		Models:   modelChecksums(cfg),
+		Models:   modelChecksums(chain.Registry),
 	})
 	if err != nil {
 		lg.Error("cannot run", "err", err)
@@ -199,3 +208,15 @@ func newLogger(w io.Writer, format, level, progress string) (*logger, func(), er
 type switchWriter struct{ w io.Writer }
 
 func (s *switchWriter) Write(b []byte) (int, error) { return s.w.Write(b) }
+
+// onnxRuntimeVersion is the ONNX Runtime release the project pins (make deps).
+const onnxRuntimeVersion = "1.29.0"
+
+// modelChecksums records, in the manifest, the registry's checksum of every model.
+func modelChecksums(reg *models.Registry) map[string]string {
+	out := map[string]string{}
+	for _, m := range reg.Models {
+		out[m.Name] = m.SHA256
+	}
+	return out
+}

@@ -1,0 +1,30 @@
+// Package configs embeds the project's configuration data: the cohort queries (sql/*.sql) and
+// the NLST code → label mapping (nlst-labels.yaml).
+package configs
+
+import (
+	"embed"
+	"fmt"
+)
+
+// sqlFiles holds the cohort stage's BigQuery queries. The same files run against BigQuery and
+// against the emulator in tests; there is never a second version of a query.
+//
+//go:embed sql/*.sql
+var sqlFiles embed.FS
+
+//go:embed nlst-labels.yaml
+var nlstLabels []byte
+
+// SQL returns the text of configs/sql/<name>.sql (a template with {{.Project}} and
+// {{.Release}} placeholders), or an error naming the missing file.
+func SQL(name string) (string, error) {
+	b, err := sqlFiles.ReadFile("sql/" + name + ".sql")
+	if err != nil {
+		return "", fmt.Errorf("embedded query %q: %w", name, err)
+	}
+	return string(b), nil
+}
+
+// NLSTLabels returns configs/nlst-labels.yaml, the NLST code -> label mapping.
+func NLSTLabels() []byte { return append([]byte(nil), nlstLabels...) }

@@ -1,0 +1,408 @@
+package cohort
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"connectome/dicomio/dicomsynth"
+	"connectome/pipeline"
+	"connectome/sr"
+	"connectome/tables"
+	"connectome/yamlconf"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+// An oblique slice: the formula's terms can be checked one by one.
+func TestPixelToLPS(t *testing.T) {
+	c, s := math.Cos(0.3), math.Sin(0.3)
+	in := &tables.Instance{
+		ImagePositionPatient:    [3]float64{10, 20, 30},
+		ImageOrientationPatient: [6]float64{c, s, 0, 0, 0, -1}, // rows run along (c,s,0), columns down −z
+		PixelSpacing:            [2]float64{2, 0.5},            // row spacing 2 (ΔY), column spacing 0.5 (ΔX)
+	}
+	// (x,y) = (0.5, 0.5) is the centre of the first pixel: exactly IPP.
+	if p := pixelToLPS(in, 0.5, 0.5); p != [3]float64{10, 20, 30} {
+		t.Errorf("first pixel centre %v", p)
+	}
+	// x = 10.5 → i = 10 → 10·0.5 = 5 mm along X; y = 3.5 → j = 3 → 3·2 = 6 mm along Y.
+	p := pixelToLPS(in, 10.5, 3.5)
+	want := [3]float64{10 + 5*c, 20 + 5*s, 30 - 6}
+	for a := range 3 {
+		if !near(p[a], want[a]) {
+			t.Fatalf("P = %v, want %v", p, want)
+		}
+	}
+	if n := normal(in); !near(n[0], -s) || !near(n[1], c) || !near(n[2], 0) {
+		t.Errorf("normal %v", n)
+	}
+	if err := checkGeometry(&tables.Instance{ImageOrientationPatient: [6]float64{1, 0, 0, 1, 0, 0}, PixelSpacing: [2]float64{1, 1}}); err == nil {
+		t.Error("parallel IOP accepted")
+	}
+}
+
+func axialSeries(uid string, n int, step float64) *series {
+	var ins []*tables.Instance
+	for k := 0; k < n; k++ {
+		ins = append(ins, &tables.Instance{SeriesInstanceUID: uid, SOPInstanceUID: uid + "." + string(rune('a'+k)),
+			InstanceNumber: int32(k + 1), ImagePositionPatient: [3]float64{0, 0, float64(k) * step},
+			ImageOrientationPatient: [6]float64{1, 0, 0, 0, 1, 0}, PixelSpacing: [2]float64{1, 1}, Rows: 64, Columns: 64})
+	}
+	return newSeries(uid, ins)
+}
+
+func rectBox(group int, sop string, x0, y0, x1, y1 float64) sr.Box {
+	return sr.Box{Group: group, TrackingUID: "t" + string(rune('0'+group)), GraphicType: "POLYLINE", SOPInstanceUID: sop,
+		Points: []float64{x0, y0, x1, y0, x1, y1, x0, y1, x0, y0}}
+}
+
+func TestGroupBoxes(t *testing.T) {
+	// Descending z: instance order and slice order differ; ranks follow position.
+	s := axialSeries("S", 8, -2)
+	sop := func(k int) string { return s.bySOP["S."+string(rune('a'+k))].SOPInstanceUID }
+	o := &srObject{PatientID: "P", CTSeriesUID: "S", SRSOPUID: "SR", Boxes: []sr.Box{
+		rectBox(0, sop(2), 10, 10, 20, 20),
+		rectBox(1, sop(3), 15, 15, 25, 25), // overlaps 0, adjacent slice
+		rectBox(2, sop(5), 15, 15, 25, 25), // two slices from 1: separate with gap 1
+		rectBox(3, sop(3), 20, 20, 30, 30), // same slice as 1, overlapping it → joins
+		rectBox(4, sop(3), 30, 10, 40, 20), // same slice, disjoint: separate
+	}}
+	var fails []string
+	placed := placeBoxes(o, s, func(item string, err error) { fails = append(fails, item) })
+	if len(placed) != 5 || len(fails) != 0 {
+		t.Fatalf("placed %d, failures %v", len(placed), fails)
+	}
+	sizes := func(gs [][]placedBox) []int {
+		var n []int
+		for _, g := range gs {
+			n = append(n, len(g))
+		}
+		return n
+	}
+	if got := sizes(groupBoxes(placed, 1)); len(got) != 3 || got[0]+got[1]+got[2] != 5 {
+		t.Errorf("gap 1: groups %v, want three groups {0,1,3} {4} {2}", got)
+	}
+	// With gap 2 box 2 joins the first lesion.
+	if got := sizes(groupBoxes(placed, 2)); len(got) != 2 {
+		t.Errorf("gap 2: groups %v, want 2", got)
+	}
+	// Query order must not change ids.
+	g1 := groupBoxes(placed, 1)
+	rev := append([]placedBox(nil), placed...)
+	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
+		rev[i], rev[j] = rev[j], rev[i]
+	}
+	g2 := groupBoxes(rev, 1)
+	for i := range g1 {
+		if a, b := lesionFromGroup(s, g1[i]).LesionID, lesionFromGroup(s, g2[i]).LesionID; a != b {
+			t.Errorf("group %d id %s vs %s", i, a, b)
+		}
+	}
+}
+
+func TestPlaceBoxesFailures(t *testing.T) {
+	s := axialSeries("S", 3, 1)
+	s.missing = map[string][]string{"S.c": {"ImagePositionPatient[2]"}}
+	o := &srObject{PatientID: "P", CTSeriesUID: "S", SRSOPUID: "SR", Boxes: []sr.Box{
+		{Group: 0, Err: errors.New("image region has no GraphicData")},
+		rectBox(1, "nope", 1, 1, 2, 2),
+		rectBox(2, "S.c", 1, 1, 2, 2),
+		rectBox(3, "S.a", 1, 1, 2, 2),
+	}}
+	got := map[string]string{}
+	placed := placeBoxes(o, s, func(item string, err error) { got[item] = pipeline.ErrorClass(err) + ": " + err.Error() })
+	if len(placed) != 1 {
+		t.Fatalf("%d placed, want 1", len(placed))
+	}
+	for item, want := range map[string]string{"SR#1": "bad_input", "SR#2": "not_found", "SR#3": "geometry"} {
+		if !strings.HasPrefix(got[item], want) {
+			t.Errorf("%s: %q, want class %s", item, got[item], want)
+		}
+	}
+}
+
+func TestOneLesionPerPatientRule(t *testing.T) {
+	l := func(p, s string, year, boxes int32) tables.Lesion {
+		return tables.Lesion{LesionID: p + s + string(rune('0'+boxes)), PatientID: p, SeriesInstanceUID: s, StudyYear: year, NBoxes: boxes}
+	}
+	kept, dropped := oneLesionPerPatient([]tables.Lesion{
+		l("A", "s2", 1, 5), l("A", "s1", 0, 2), // earliest year wins over more boxes
+		l("B", "s1", 0, 2), l("B", "s2", 0, 4), l("B", "s2", 0, 1), // most boxes: s2, which has 2 lesions → dropped
+		l("C", "s9", -1, 1), l("C", "s8", 2, 1), // unknown year sorts last
+		l("D", "b", 0, 3), l("D", "a", 0, 3), // tie → smaller UID
+	})
+	got := map[string]string{}
+	for _, k := range kept {
+		got[k.PatientID] = k.SeriesInstanceUID
+	}
+	if got["A"] != "s1" || got["C"] != "s8" || got["D"] != "a" || len(got) != 3 || dropped != 1 {
+		t.Errorf("kept %v dropped %d", got, dropped)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	d := DefaultSettings()
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := []func(*Settings){
+		func(s *Settings) { s.IDCRelease = "idc_v23`; DROP" },
+		func(s *Settings) { s.IDCRelease = "v23" },
+		func(s *Settings) { s.BQProject = "a.b`c" },
+		func(s *Settings) { s.Policy = "some" },
+		func(s *Settings) { s.Source = "s3" },
+		func(s *Settings) { s.MaxBytesBilled = 0 },
+		func(s *Settings) { s.Source = SourceFile },
+	}
+	for i, f := range bad {
+		s := DefaultSettings()
+		f(&s)
+		if s.Validate() == nil {
+			t.Errorf("case %d accepted: %+v", i, s)
+		}
+	}
+	s := DefaultSettings()
+	s.IDCRelease = "idc_current"
+	if err := s.Validate(); err != nil {
+		t.Error(err)
+	}
+	for in, want := range map[string]int64{"50GB": 50e9, "50 GB": 50e9, "1.5TB": 1.5e12, "200MiB": 200 << 20, "1234": 1234, "2kb": 2000} {
+		if got, err := ParseByteSize(in); err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "GB", "5 XB", "-1"} {
+		if _, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) accepted", in)
+		}
+	}
+}
+
+func TestRenderOnlyValidated(t *testing.T) {
+	r := &queryRunner{project: "bigquery-public-data", release: "idc_v23"}
+	sql, err := r.render("ct_instances")
+	if err != nil || !strings.Contains(sql, "`bigquery-public-data.idc_v23.dicom_all`") || strings.Contains(sql, "{{") {
+		t.Fatalf("%v\n%s", err, sql)
+	}
+	r.release = "idc_v23.x"
+	if _, err := r.render("ct_instances"); err == nil {
+		t.Error("unvalidated release rendered")
+	}
+}
+
+func TestLabels(t *testing.T) {
+	l, err := LoadLabels()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.clinical(prsnRow{PatientID: "1", Age: "63", Gender: "2", Race: "6", Cigsmok: "0", DeStag: "320", DeType: "8255"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := tables.Clinical{PatientID: "1", Age: 63, Sex: "F", Race: "Multi-racial", Smoking: "Former",
+		CancerTypeCode: "8255", CancerType: "Adenocarcinoma with mixed subtypes", StageCode: "320", Stage: "IIIB"}
+	if c != want {
+		t.Errorf("got %+v want %+v", c, want)
+	}
+	if _, err := l.clinical(prsnRow{PatientID: "1", DeStag: "777"}); err == nil {
+		t.Error("unknown stage accepted")
+	}
+	if !l.validStage("400") || l.validStage("999") || l.validStage(".M") {
+		t.Error("valid stages")
+	}
+	if len(l.PublishedCancerTypes) != 24 {
+		t.Errorf("%d published ICD-O-3 codes", len(l.PublishedCancerTypes))
+	}
+}
+
+// sharedDir finds ../shared from the module root.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	dir, _ := os.Getwd()
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, "..", "shared")
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			t.Fatal("no go.mod above the test directory")
+		}
+		dir = up
+	}
+}
+
+// The published export (734 records) read as a cohort file: the preset's last step keeps
+// the patients with exactly one record, the 289 of the published map.
+func TestFileSourcePublishedRecords(t *testing.T) {
+	path := filepath.Join(sharedDir(t), "reference", "nlst-sybil-embeddings", "lesions.csv")
+	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("reference data missing: %v", err)
+		}
+		t.Skip("reference data not available")
+	}
+	recs, err := readRecords(path, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := parseLesionRecords(recs, func(item string, err error) { t.Errorf("%s: %v", item, err) })
+	if err != nil || len(rows) != 734 {
+		t.Fatalf("%d rows, %v", len(rows), err)
+	}
+	ids := map[string]bool{}
+	for _, r := range rows {
+		ids[r.lesion.LesionID] = true
+	}
+	if len(ids) != 734 {
+		t.Errorf("%d distinct lesion ids for 734 rows", len(ids))
+	}
+	if kept := filePolicy(PolicyPublished2026, rows); len(kept) != 289 {
+		t.Errorf("published-2026 keeps %d records, want 289", len(kept))
+	}
+	if kept := filePolicy(PolicyAllLesions, rows); len(kept) != 734 {
+		t.Errorf("all-lesions keeps %d", len(kept))
+	}
+	l, _ := LoadLabels()
+	clin, err := fileClinical(recs, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := clin["100242"]; c.CancerTypeCode != "8250" || c.CancerType != "Lepidic adenocarcinoma" || c.StageCode != "110" || c.Stage != "IA" {
+		t.Errorf("clinical from lesion columns: %+v", c)
+	}
+}
+
+// A cohort file plus a local DICOM folder written by dicomsynth, through the engine.
+func TestFileSourceRun(t *testing.T) {
+	tmp := t.TempDir()
+	dcm := filepath.Join(tmp, "dicom")
+	ser := dicomsynth.Series{Rows: 16, Columns: 16, Slices: 6, PixelSpacing: [2]float64{0.8, 0.8}, SliceSpacing: 2.5,
+		Origin: [3]float64{-10, -10, -50}, HU: func(i, j, k int) float64 { return 0 }, PatientID: "P1", SeriesUID: "1.2.3.4"}
+	if _, err := ser.Write(dcm); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dcm, "notes.txt"), []byte("not dicom"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	csv := "patient_id,series_instance_uid,center_x_mm,center_y_mm,center_z_mm,age,sex,race,smoking,de_stag\n" +
+		"P1,1.2.3.4,-5,-4,-44.9,61,1,1,1,110\n" + // nearest slice z = -45 (index 2)
+		"P2,9.9.9,1,2,3,70,2,2,0,120\n" // series not in the folder → failure
+	lf := filepath.Join(tmp, "lesions.csv")
+	if err := os.WriteFile(lf, []byte(csv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := DefaultSettings()
+	s.Source, s.Policy, s.File, s.DICOMDir = SourceFile, PolicyAllLesions, lf, dcm
+	runDir := filepath.Join(tmp, "run")
+	r, err := pipeline.NewRunner([]pipeline.Stage{New(s, nil)}, pipeline.Options{RunDir: runDir, Only: "cohort", Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ls, _, err := tables.ReadLesions(filepath.Join(runDir, "cohort", "lesions.arrow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins, _, err := tables.ReadInstances(filepath.Join(runDir, "cohort", "instances.arrow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, _, err := tables.ReadClinical(filepath.Join(runDir, "cohort", "clinical.arrow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0].PatientID != "P1" || ls[0].StudyInstanceUID == "" {
+		t.Fatalf("lesions %+v", ls)
+	}
+	if len(ins) != 6 {
+		t.Fatalf("%d instances, want 6", len(ins))
+	}
+	key := ""
+	for _, in := range ins {
+		if in.LocalPath == "" || in.InstanceSize == 0 || in.PixelSpacing != [2]float64{0.8, 0.8} {
+			t.Errorf("instance %+v", in)
+		}
+		if near(in.ImagePositionPatient[2], -45) {
+			key = in.SOPInstanceUID
+		}
+	}
+	if ls[0].KeySOPInstanceUID != key || key == "" {
+		t.Errorf("key slice %s, want the slice at z=-45 (%s)", ls[0].KeySOPInstanceUID, key)
+	}
+	if len(cl) != 1 || cl[0] != (tables.Clinical{PatientID: "P1", Age: 61, Sex: "M", Race: "White", Smoking: "Current", StageCode: "110", Stage: "IA"}) {
+		t.Errorf("clinical %+v", cl)
+	}
+	fs, err := pipeline.ReadFailures(filepath.Join(runDir, "failures.arrow"))
+	if err != nil || len(fs) != 1 || fs[0].ErrorClass != pipeline.ClassNotFound || !strings.Contains(fs[0].Message, "9.9.9") {
+		t.Errorf("failures %+v %v", fs, err)
+	}
+}
+
+func TestNewBigQueryHalts(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("HOME", tmp)
+	t.Setenv("CLOUDSDK_CONFIG", tmp)
+	t.Setenv("GOOGLE_CLOUD_PROJECT", "")
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(tmp, "missing.json"))
+	ctx := context.Background()
+
+	_, err := NewBigQuery(ctx, "")
+	if !pipeline.IsHalt(err) || !strings.Contains(err.Error(), "GOOGLE_CLOUD_PROJECT") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("no project: %v", err)
+	}
+	t.Setenv("GOOGLE_CLOUD_PROJECT", "my-billing-project")
+	_, err = NewBigQuery(ctx, "")
+	if !pipeline.IsHalt(err) || !strings.Contains(err.Error(), "GOOGLE_APPLICATION_CREDENTIALS") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("no credentials: %v", err)
+	}
+
+	// A (fake) service-account key: the client opens without any network access, and no
+	// part of the key shows up in an error.
+	key := filepath.Join(tmp, "key.json")
+	secret := "-----BEGIN PRIVATE KEY-----\\nTOPSECRET\\n-----END PRIVATE KEY-----\\n"
+	if err := os.WriteFile(key, []byte(`{"type":"service_account","project_id":"p","private_key_id":"k","private_key":"`+secret+
+		`","client_email":"x@p.iam.gserviceaccount.com","client_id":"1","token_uri":"http://127.0.0.1:1/token"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", key)
+	q, err := NewBigQuery(ctx, "")
+	if err != nil {
+		if strings.Contains(err.Error(), "TOPSECRET") {
+			t.Fatal("key material in error")
+		}
+		t.Fatalf("fake key: %v", err)
+	}
+	q.Close()
+}
+
+func TestSettingsYAML(t *testing.T) {
+	s := DefaultSettings()
+	err := yamlconf.Decode("c.yaml", []byte("source: bigquery\npolicy: published-2026\nidc_release: idc_v23\nmax_bytes_billed: 2 TB\nbilling_project: my-proj-1\n"), &s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Policy != PolicyPublished2026 || s.MaxBytesBilled != 2e12 || s.BillingProject != "my-proj-1" || s.BQProject != "bigquery-public-data" {
+		t.Errorf("%+v", s)
+	}
+	if err := yamlconf.Decode("c.yaml", []byte("polcy: all-lesions\n"), &s); err == nil || !strings.Contains(err.Error(), "c.yaml:1") {
+		t.Errorf("unknown key: %v", err)
+	}
+	// Billing project and byte cap do not change the output, so not the config hash.
+	a, b := New(s, nil).Settings(), New(func() Settings { x := s; x.BillingProject = "other-proj"; x.MaxBytesBilled = 1; return x }(), nil).Settings()
+	if a != b {
+		t.Errorf("hashed settings differ: %+v vs %+v", a, b)
+	}
+	if parseAge("65.0") != 65 || parseAge("") != -1 || parseAge("x") != -1 {
+		t.Error("parseAge")
+	}
+}
