@@ -1,0 +1,372 @@
+// Package preprocess is the pipeline stage that turns each lesion's CT slices into the exact
+// input tensor of every model (../shared/docs/preprocessing-spec.md), reading only the slices
+// and pixels the crops need, and writes per-patch statistics and a QC preview.
+package preprocess
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"connectome/arrowio"
+	"connectome/atomicfile"
+	"connectome/dicomio"
+	"connectome/models"
+	"connectome/npy"
+	"connectome/patch"
+	"connectome/pipeline"
+	"connectome/tables"
+)
+
+// Settings configure the stage.
+type Settings struct {
+	Models  []string `yaml:"models" json:"models"`   // model names; empty = every model of the registry
+	Workers int      `yaml:"workers" json:"workers"` // lesions in parallel; 0 = the run's default
+	QC      bool     `yaml:"qc" json:"qc"`           // write qc/<lesion_id>.png
+
+	PipelineVersion string `yaml:"-" json:"-"`
+	IDCVersion      string `yaml:"-" json:"-"`
+	// DICOMDir is the DICOM cache root: <DICOMDir>/<crdc_series_uuid>/<crdc_instance_uuid>.dcm.
+	DICOMDir string `yaml:"-" json:"-"`
+}
+
+// DefaultSettings returns the defaults: all models, QC previews on.
+func DefaultSettings() Settings { return Settings{QC: true} }
+
+// Validate checks the settings.
+func (s Settings) Validate() error {
+	if s.Workers < 0 {
+		return fmt.Errorf("preprocess.workers %d: want 0 (default) or more", s.Workers)
+	}
+	seen := map[string]bool{}
+	for _, m := range s.Models {
+		if m == "" || seen[m] {
+			return fmt.Errorf("preprocess.models: empty or repeated name %q", m)
+		}
+		seen[m] = true
+	}
+	return nil
+}
+
+// Stage is the preprocess stage.
+type Stage struct {
+	s   Settings
+	reg *models.Registry
+}
+
+// New returns the stage for settings s and model registry reg.
+func New(s Settings, reg *models.Registry) *Stage { return &Stage{s: s, reg: reg} }
+
+func (st *Stage) Name() string    { return pipeline.StagePreprocess }
+func (st *Stage) Version() string { return "1" }
+
+// Streams: lesions move on to embed as they finish.
+func (st *Stage) Streams() bool { return true }
+
+// Settings is what decides the output: the selected models' preprocessing and QC.
+func (st *Stage) Settings() any {
+	type named struct {
+		Name       string            `yaml:"name" json:"name"`
+		Preprocess models.Preprocess `yaml:"preprocess" json:"preprocess"`
+	}
+	var prep []named
+	if specs, err := st.reg.Select(st.s.Models); err == nil {
+		for _, s := range specs {
+			prep = append(prep, named{s.Name, s.Preprocess})
+		}
+	}
+	return struct {
+		Models []named           `yaml:"models" json:"models"`
+		QC     bool              `yaml:"qc" json:"qc"`
+		QCPrep models.Preprocess `yaml:"qc_preprocess" json:"qc_preprocess"`
+	}{prep, st.s.QC, qcPrep}
+}
+
+// qcPrep is the preview patch: 1 mm, 64 mm, RAS, lung-to-soft-tissue window.
+var qcPrep = models.Preprocess{Axcodes: "RAS", Pixdim: [3]float64{1, 1, 1}, ROI: [3]int{64, 64, 64},
+	HURange: [2]float64{-1000, 400}, Clamp: [2]float64{0, 1}}
+
+// Paths of the stage's outputs.
+func TensorPath(stageDir, model, lesionID string) string {
+	return filepath.Join(stageDir, "tensors", model, lesionID+".npy")
+}
+func recordPath(stageDir, lesionID string) string {
+	return filepath.Join(stageDir, "records", lesionID+".arrow")
+}
+func qcPath(runDir, lesionID string) string { return filepath.Join(runDir, "qc", lesionID+".png") }
+
+// Run preprocesses every lesion (streamed from fetch when sc.In is set).
+func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
+	if err := st.s.Validate(); err != nil {
+		return pipeline.Haltf("preprocess: %w", err)
+	}
+	specs, err := st.reg.Select(st.s.Models)
+	if err != nil {
+		return pipeline.Haltf("preprocess: %w", err)
+	}
+	lesions, _, err := tables.ReadLesions(filepath.Join(sc.RunDir, "cohort", "lesions.arrow"))
+	if err != nil {
+		return pipeline.Haltf("preprocess: read lesions: %w", err)
+	}
+	instances, _, err := tables.ReadInstances(filepath.Join(sc.RunDir, "cohort", "instances.arrow"))
+	if err != nil {
+		return pipeline.Haltf("preprocess: read instances: %w", err)
+	}
+	w := &worker{st: st, sc: sc, specs: specs, lesions: map[string]tables.Lesion{},
+		bySeries: map[string][]tables.Instance{}, series: map[string]*seriesEntry{}}
+	for _, r := range instances {
+		w.bySeries[r.SeriesInstanceUID] = append(w.bySeries[r.SeriesInstanceUID], r)
+	}
+	all := make([]pipeline.Item, 0, len(lesions))
+	for _, l := range lesions {
+		w.lesions[l.LesionID] = l
+		all = append(all, pipeline.Item{ID: l.LesionID})
+	}
+	bar := sc.Progress(int64(len(lesions)))
+	n := st.s.Workers
+	if n <= 0 {
+		n = max(sc.Workers, 1)
+	}
+	items := sc.Items(ctx, all)
+	var wg sync.WaitGroup
+	errc := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range items {
+				if ctx.Err() != nil {
+					return
+				}
+				if err := w.lesion(ctx, it.ID); err != nil {
+					var ie *pipeline.ItemError
+					if errors.As(err, &ie) {
+						sc.Fail(it.ID, ie)
+					} else {
+						errc <- err
+						return
+					}
+				} else if err := sc.Emit(ctx, pipeline.Item{ID: it.ID}); err != nil {
+					return
+				}
+				bar.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return st.writeTable(sc, lesions)
+}
+
+// writeTable gathers the per-lesion records of every lesion done so far into patches.arrow.
+func (st *Stage) writeTable(sc *pipeline.Context, lesions []tables.Lesion) error {
+	var rows []tables.Patch
+	for _, l := range lesions {
+		p := recordPath(sc.Dir, l.LesionID)
+		if !fileExists(p) {
+			continue // failed or not attempted
+		}
+		rec, _, err := tables.ReadPatches(p)
+		if err != nil {
+			return fmt.Errorf("preprocess: read record of %s: %w", l.LesionID, err)
+		}
+		rows = append(rows, rec...)
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		if rows[i].LesionID != rows[j].LesionID {
+			return rows[i].LesionID < rows[j].LesionID
+		}
+		return rows[i].Model < rows[j].Model
+	})
+	md := arrowio.Metadata(st.s.PipelineVersion, st.s.IDCVersion, sc.ConfigHash, nil)
+	if err := tables.WritePatches(filepath.Join(sc.Dir, "patches.arrow"), rows, md); err != nil {
+		return fmt.Errorf("preprocess: write patches: %w", err)
+	}
+	sc.Count("patches", int64(len(rows)))
+	return nil
+}
+
+type seriesEntry struct {
+	once sync.Once
+	s    *dicomio.Series
+	err  error
+}
+
+type worker struct {
+	st       *Stage
+	sc       *pipeline.Context
+	specs    []*models.Spec
+	lesions  map[string]tables.Lesion
+	bySeries map[string][]tables.Instance
+	mu       sync.Mutex
+	series   map[string]*seriesEntry
+}
+
+// path resolves an instance's file: its local path, or the DICOM cache layout of fetch.
+func (w *worker) path(r tables.Instance) string {
+	if r.LocalPath != "" {
+		return r.LocalPath
+	}
+	return filepath.Join(w.st.s.DICOMDir, r.CRDCSeriesUUID, r.CRDCInstanceUUID+".dcm")
+}
+
+// seriesOf builds a series' geometry once: from the instances table, or, where the table has
+// no geometry, from the files' headers (all files must then be present).
+func (w *worker) seriesOf(uid string) (*dicomio.Series, error) {
+	w.mu.Lock()
+	e, ok := w.series[uid]
+	if !ok {
+		e = &seriesEntry{}
+		w.series[uid] = e
+	}
+	w.mu.Unlock()
+	e.once.Do(func() {
+		rows := w.bySeries[uid]
+		e.s, e.err = dicomio.FromInstances(rows, w.path)
+		if e.err == nil || !errors.Is(e.err, dicomio.ErrGeometry) || len(rows) == 0 {
+			return
+		}
+		var hs []dicomio.SliceHeader
+		for i, r := range rows {
+			h, _, err := dicomio.ReadHeader(w.path(r))
+			if err != nil {
+				e.err = err
+				return
+			}
+			h.Index = i
+			hs = append(hs, h)
+		}
+		e.s, e.err = dicomio.NewSeries(hs)
+	})
+	return e.s, e.err
+}
+
+// classify maps a reader error to a failure class.
+func classify(err error) string {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return pipeline.ClassNotFound
+	case errors.Is(err, patch.ErrSeedOutside), errors.Is(err, dicomio.ErrGeometry):
+		return pipeline.ClassGeometry
+	default:
+		return pipeline.ClassDICOM
+	}
+}
+
+// lesion preprocesses one lesion. Per-lesion problems come back as *pipeline.ItemError; any
+// other error (an output that cannot be written) halts the run.
+func (w *worker) lesion(ctx context.Context, id string) error {
+	sc := w.sc
+	l, ok := w.lesions[id]
+	if !ok {
+		return pipeline.Itemf(pipeline.ClassNotFound, id, "lesion is not in cohort/lesions.arrow")
+	}
+	if sc.Resume && w.done(id) {
+		sc.Count("skipped", 1)
+		return nil
+	}
+	if len(w.bySeries[l.SeriesInstanceUID]) == 0 {
+		return pipeline.Itemf(pipeline.ClassNotFound, id, "series %s has no instances in cohort/instances.arrow", l.SeriesInstanceUID)
+	}
+	ser, err := w.seriesOf(l.SeriesInstanceUID)
+	if err != nil {
+		return pipeline.Itemf(classify(err), id, "series %s: %w", l.SeriesInstanceUID, err)
+	}
+	res, err := Extract(ser, l.CenterMM, w.specs)
+	if err != nil {
+		return pipeline.Itemf(classify(err), id, "series %s, seed %v: %w", l.SeriesInstanceUID, l.CenterMM, err)
+	}
+	sc.Count("slices_read", int64(res.Load.Files))
+	sc.Count("bytes_read", res.Load.Bytes)
+	sc.Count("voxels_sampled", res.Stats.VoxelsSampled)
+	recs := make([]tables.Patch, len(w.specs))
+	for i, spec := range w.specs {
+		t := res.Tensors[i]
+		sum, err := writeTensor(TensorPath(sc.Dir, spec.Name, id), t)
+		if err != nil {
+			return fmt.Errorf("preprocess: %w", err)
+		}
+		recs[i] = record(id, spec.Name, t, sum, res.MeanHU)
+	}
+	if w.st.s.QC {
+		png, err := QCImage(res.QC, l.CenterMM, l.BoxMinMM, l.BoxMaxMM)
+		if err != nil {
+			return pipeline.Itemf(pipeline.ClassUnknown, id, "qc preview: %w", err)
+		}
+		if err := atomicfile.WriteBytes(qcPath(sc.RunDir, id), png); err != nil {
+			return fmt.Errorf("preprocess: %w", err)
+		}
+	}
+	// the record (NaN-safe, so Arrow) is the lesion's done marker: written last
+	md := arrowio.Metadata(w.st.s.PipelineVersion, w.st.s.IDCVersion, sc.ConfigHash, nil)
+	if err := tables.WritePatches(recordPath(sc.Dir, id), recs, md); err != nil {
+		return fmt.Errorf("preprocess: %w", err)
+	}
+	sc.Count("lesions", 1)
+	return ctx.Err()
+}
+
+// done reports whether an earlier attempt finished the lesion: its record and every tensor.
+func (w *worker) done(id string) bool {
+	if _, err := os.Stat(recordPath(w.sc.Dir, id)); err != nil {
+		return false
+	}
+	for _, s := range w.specs {
+		if _, err := os.Stat(TensorPath(w.sc.Dir, s.Name, id)); err != nil {
+			return false
+		}
+	}
+	return !w.st.s.QC || fileExists(qcPath(w.sc.RunDir, id))
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func record(id, model string, t *patch.Tensor, sum string, meanHU float64) tables.Patch {
+	pl := t.Plan
+	r := tables.Patch{LesionID: id, Model: model, FracPadded: t.FracOutside(), FracClipped: t.FracClipped(),
+		MeanHU10mm: meanHU, SeedInAir: meanHU < airHU, SHA256: sum}
+	for a := 0; a < 5; a++ {
+		r.Shape[a] = int32(t.Shape[a])
+	}
+	for a := 0; a < 3; a++ {
+		r.CropLo[a], r.CropHi[a] = int32(pl.Lo[a]), int32(pl.Hi[a])
+		r.SeedIndex[a], r.GridShape[a] = int32(pl.C[a]), int32(pl.Grid.M[a])
+	}
+	return r
+}
+
+// airHU: a seed whose 10 mm neighbourhood averages below this is in air or aerated lung, not
+// on a tumour.
+const airHU = -900
+
+// writeTensor writes t as .npy atomically and returns the SHA-256 of its float32 bytes.
+func writeTensor(path string, t *patch.Tensor) (string, error) {
+	h := sha256.New()
+	err := atomicfile.Write(path, func(w io.Writer) error {
+		return npy.WriteFloat32(w, t.Shape[:], t.Data)
+	})
+	if err != nil {
+		return "", err
+	}
+	buf := make([]byte, 4*len(t.Data))
+	for i, v := range t.Data {
+		binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+	}
+	h.Write(buf)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
