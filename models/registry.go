@@ -21,20 +21,24 @@ type Preprocess struct {
 
 // Spec is one model of the registry.
 type Spec struct {
-	Name         string     `yaml:"name" json:"name"`
-	Title        string     `yaml:"title" json:"title"`
-	Description  string     `yaml:"description,omitempty" json:"description,omitempty"`
-	ONNX         string     `yaml:"onnx" json:"onnx"`
-	SHA256       string     `yaml:"sha256" json:"sha256"`
-	Input        string     `yaml:"input" json:"input"`
-	Output       string     `yaml:"output" json:"output"`
-	EmbeddingDim int        `yaml:"embedding_dim" json:"embedding_dim"`
-	BatchSize    int        `yaml:"batch_size" json:"batch_size"`
-	Preprocess   Preprocess `yaml:"preprocess" json:"preprocess"`
-	Weights      string     `yaml:"weights,omitempty" json:"weights,omitempty"`
-	License      string     `yaml:"license,omitempty" json:"license,omitempty"`
-	Citation     string     `yaml:"citation,omitempty" json:"citation,omitempty"`
-	Reference    string     `yaml:"reference,omitempty" json:"reference,omitempty"`
+	Name        string `yaml:"name" json:"name"`
+	Title       string `yaml:"title" json:"title"`
+	Description string `yaml:"description,omitempty" json:"description,omitempty"`
+	ONNX        string `yaml:"onnx" json:"onnx"`
+	SHA256      string `yaml:"sha256" json:"sha256"`
+	// ExternalData names the file beside the ONNX file that holds its weights (ONNX external
+	// data, e.g. Voco), with its own checksum; empty when the weights are inside the file.
+	ExternalData       string     `yaml:"external_data,omitempty" json:"external_data,omitempty"`
+	ExternalDataSHA256 string     `yaml:"external_data_sha256,omitempty" json:"external_data_sha256,omitempty"`
+	Input              string     `yaml:"input" json:"input"`
+	Output             string     `yaml:"output" json:"output"`
+	EmbeddingDim       int        `yaml:"embedding_dim" json:"embedding_dim"`
+	BatchSize          int        `yaml:"batch_size" json:"batch_size"`
+	Preprocess         Preprocess `yaml:"preprocess" json:"preprocess"`
+	Weights            string     `yaml:"weights,omitempty" json:"weights,omitempty"`
+	License            string     `yaml:"license,omitempty" json:"license,omitempty"`
+	Citation           string     `yaml:"citation,omitempty" json:"citation,omitempty"`
+	Reference          string     `yaml:"reference,omitempty" json:"reference,omitempty"`
 }
 
 // InputShape is the model's static input shape for a batch of n: (n, 1, R0, R1, R2) in
