@@ -1,0 +1,236 @@
+package report
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"connectome/arrowio"
+	"connectome/models"
+	"connectome/npy"
+	"connectome/pipeline"
+	"connectome/stages/similarity"
+	"connectome/tables"
+
+	"github.com/chromedp/chromedp"
+)
+
+// referenceDir returns ../shared/reference/nlst-sybil-embeddings (beside the repository).
+// The data is needed: a missing copy fails the test under CI and skips it otherwise.
+func referenceDir(t testing.TB) string {
+	t.Helper()
+	wd, _ := os.Getwd()
+	dir := filepath.Join(repoRoot(wd), "..", "shared", "reference", "nlst-sybil-embeddings")
+	if _, err := os.Stat(filepath.Join(dir, "lesions.csv")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("reference data missing: %v", err)
+		}
+		t.Skipf("reference data missing: %v", err)
+	}
+	return dir
+}
+
+func readCSV(t testing.TB, path string) []map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	var out []map[string]string
+	for _, r := range rows[1:] {
+		m := map[string]string{}
+		for i, h := range rows[0] {
+			m[h] = r[i]
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// referenceModels are the six models whose published embeddings are in the reference data.
+var referenceModels = []string{"CTClipVit", "CTFM", "Merlin", "PASTA", "SUPREME", "VISTA3D"}
+
+// referenceFixture builds the published connectome's inputs: the 289 patients with exactly
+// one lesion record (node id = patient id), their clinical rows, and top-5 closest and
+// farthest edges per model computed with package knn.
+func referenceFixture(t testing.TB) (*fixture, map[string][]tables.Embedding) {
+	t.Helper()
+	dir := referenceDir(t)
+	lesionRows := readCSV(t, filepath.Join(dir, "lesions.csv"))
+	perPatient := map[string]int{}
+	for _, r := range lesionRows {
+		perPatient[r["patient_id"]]++
+	}
+	var rows []int // rows of the .npy files, in lesions.csv order
+	f := &fixture{}
+	for i, r := range lesionRows {
+		if perPatient[r["patient_id"]] != 1 {
+			continue
+		}
+		rows = append(rows, i)
+		f.lesions = append(f.lesions, tables.Lesion{
+			LesionID: r["patient_id"], PatientID: r["patient_id"],
+			SeriesInstanceUID: r["series_instance_uid"], KeySOPInstanceUID: r["sop_instance_uid"],
+			NBoxes: 1, StudyYear: -1,
+		})
+	}
+	stageNames := []string{"IA", "IB", "IIA", "IIB", "IIIA", "IIIB", "IV"}
+	for _, r := range readCSV(t, filepath.Join(dir, "clinical.csv")) {
+		age, err := strconv.Atoi(r["age"])
+		if err != nil {
+			age = -1
+		}
+		c := tables.Clinical{PatientID: r["patient_id"], Age: int32(age), Sex: r["sex"], Race: r["race"],
+			Smoking: r["smoking"], CancerType: r["cancer_type"], StageCode: r["stage"]}
+		if s, err := strconv.Atoi(r["stage"]); err == nil && s >= 0 && s < len(stageNames) {
+			c.Stage = stageNames[s]
+		}
+		f.clinical = append(f.clinical, c)
+	}
+	emb := map[string][]tables.Embedding{}
+	for _, m := range referenceModels {
+		fh, err := os.Open(filepath.Join(dir, m+".npy"))
+		if errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("reference model %s missing: %v", m, err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		shape, data, err := npy.ReadFloat32(fh)
+		fh.Close()
+		if err != nil || len(shape) != 2 || shape[0] != len(lesionRows) {
+			t.Fatalf("%s.npy: shape %v, err %v", m, shape, err)
+		}
+		dim := shape[1]
+		vec := make([]float32, 0, len(rows)*dim)
+		for _, r := range rows {
+			vec = append(vec, data[r*dim:(r+1)*dim]...)
+		}
+		f.edges = append(f.edges, knnEdges(t, m, vec, dim, 5, f.lesions)...)
+		for i, l := range f.lesions {
+			emb[m] = append(emb[m], tables.Embedding{LesionID: l.LesionID, PatientID: l.PatientID, Model: m, Vector: vec[i*dim : (i+1)*dim]})
+		}
+	}
+	return f, emb
+}
+
+// TestReferencePage runs the published 289-patient connectome's embeddings (6 of its 9
+// models) through the similarity and report stages and checks the page in chromium: every
+// patient is a node, every model's lists are the ones similarity wrote.
+func TestReferencePage(t *testing.T) {
+	f, emb := referenceFixture(t)
+	if len(f.lesions) != 289 {
+		t.Fatalf("%d single-lesion patients, want 289", len(f.lesions))
+	}
+	runDir := t.TempDir()
+	md := arrowio.Metadata("test", "v0", "hash", nil)
+	for m, rows := range emb {
+		if err := tables.WriteEmbeddings(filepath.Join(runDir, "embeddings", m+".arrow"), rows, len(rows[0].Vector), md); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tables.WriteLesions(filepath.Join(runDir, "cohort", "lesions.arrow"), f.lesions, md); err != nil {
+		t.Fatal(err)
+	}
+	if err := tables.WriteClinical(filepath.Join(runDir, "cohort", "clinical.arrow"), f.clinical, md); err != nil {
+		t.Fatal(err)
+	}
+	// Model information from the registry, as the CLI fills it.
+	wd, _ := os.Getwd()
+	reg, err := models.Load(filepath.Join(repoRoot(wd), "configs", "models.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := testSettings(t)
+	for _, sp := range reg.Models {
+		rs.Models = append(rs.Models, ModelInfo{Name: sp.Name, Title: sp.Title, Description: sp.Description,
+			Reference: sp.Reference, Citation: sp.Citation, License: sp.License})
+	}
+	r, err := pipeline.NewRunner([]pipeline.Stage{similarity.New(similarity.DefaultSettings()), New(rs)},
+		pipeline.Options{RunDir: runDir, Workers: 2, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatalf("similarity + report: %v", err)
+	}
+	edges, _, err := tables.ReadEdges(filepath.Join(runDir, "similarity", "edges.arrow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The similarity stage and this test's own knn lists agree (same vectors, same k).
+	if got, want := edgeKeys(edges, "PASTA", "closest"), edgeKeys(f.edges, "PASTA", "closest"); !slices.Equal(got, want) {
+		t.Errorf("similarity's PASTA lists differ from knn's")
+	}
+	f.edges = edges
+	htmlPath := filepath.Join(runDir, "report", "index.html")
+	st, err := os.Stat(htmlPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("page: %d bytes", st.Size())
+
+	b := newBrowser(t)
+	b.open(t, htmlPath, "model=PASTA&facet=cancer")
+	if n := eval[int](t, b, `__connectome.nodeCount()`); n != 289 {
+		t.Errorf("drawn nodes %d, want 289", n)
+	}
+	for _, m := range []string{"PASTA", "CTFM", "VISTA3D"} {
+		idx := slices.Index(referenceModels, m)
+		b.choose(t, "#model", strconv.Itoa(idx))
+		if got, want := drawnKeys(t, b), edgeKeys(f.edges, m, "closest"); !slices.Equal(got, want) {
+			t.Errorf("%s: drawn edges differ from the computed lists (%d vs %d)", m, len(got), len(want))
+		}
+	}
+	b.choose(t, "#model", strconv.Itoa(slices.Index(referenceModels, "PASTA")))
+	legend := eval[[]string](t, b, `[...document.querySelectorAll('#legend .item span:nth-child(2)')].map(s => s.textContent)`)
+	if !slices.Contains(legend, "Adenocarcinoma") || !slices.Contains(legend, "Squamous cell") {
+		t.Errorf("cancer legend %v", legend)
+	}
+	node := eval[int](t, b, isolatedNodeJS)
+	b.clickNode(t, node)
+	if got := b.text(t, "#panel-title"); got != f.lesions[node].LesionID {
+		t.Errorf("clicked %s, panel shows %s", f.lesions[node].LesionID, got)
+	}
+	b.click(t, "#model-info-btn")
+	cites := eval[[]string](t, b, `[...document.querySelectorAll('#model-table textarea.cite')].map(a => a.value)`)
+	links := eval[[]string](t, b, `[...document.querySelectorAll('#model-table a')].map(a => a.href)`)
+	if len(cites) != 6 || !strings.Contains(cites[1], "Vision Foundation Models for Computed Tomography") || len(links) != 6 {
+		t.Errorf("model dialog: citations %q, links %q", cites, links)
+	}
+	eval[chromedp.Void](t, b, `document.getElementById('model-dialog').close()`)
+	b.click(t, "#agreement-btn")
+	cells := eval[[]string](t, b, `[...document.querySelectorAll('#agreement-table td.cell')].map(c => c.textContent)`)
+	src := b.text(t, "#agreement-source")
+	if len(cells) != 36 || cells[0] != "1.00" || !strings.Contains(src, "agreement.arrow") {
+		t.Errorf("agreement heatmap: %d cells (first %v), source %q", len(cells), cells[:min(1, len(cells))], src)
+	}
+	shot := b.screenshot(t, "report-reference-289.png")
+	keepScreenshot(t, shot)
+	b.checkClean(t)
+}
+
+// BenchmarkStageReference times the whole stage (read tables, six layouts, render) on the
+// 289-patient reference map.
+func BenchmarkStageReference(b *testing.B) {
+	f, _ := referenceFixture(b)
+	runDir := b.TempDir()
+	f.write(b, runDir)
+	s := testSettings(b)
+	for b.Loop() {
+		runStage(b, runDir, s)
+	}
+}
