@@ -81,10 +81,15 @@ func Build(ctx context.Context, cfg config.Config, version string, ep Endpoints,
 	if ep.GCS != "" {
 		fs.Endpoint = ep.GCS
 	}
+	if len(fs.Models) == 0 {
+		// Fetch must plan every crop preprocess will read.
+		fs.Models = cfg.Preprocess.Models
+	}
 	store, err := fetch.NewGCSClient(ctx, fs.Endpoint)
 	if err != nil {
 		return nil, pipeline.Haltf("open Cloud Storage client: %w", err)
 	}
+	p.close = append(p.close, store.Close)
 
 	ps := cfg.Preprocess
 	ps.PipelineVersion, ps.IDCVersion = version, idc
@@ -112,7 +117,7 @@ func Build(ctx context.Context, cfg config.Config, version string, ep Endpoints,
 
 	p.Stages = []pipeline.Stage{
 		cohort.New(cs, q),
-		fetch.New(fs, reg, store, nil),
+		fetch.New(fs, reg, store, nil).WithExtraCrops(preprocess.QCCrop()),
 		preprocess.New(ps, reg),
 		embed.New(es, reg, p.Runtime),
 		similarity.New(ss),

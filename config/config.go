@@ -6,6 +6,7 @@ package config
 import (
 	"fmt"
 	"runtime"
+	"slices"
 
 	"connectome/stages/cohort"
 	"connectome/stages/embed"
@@ -115,6 +116,18 @@ func (c *Config) Validate() error {
 	}
 	if c.ModelsFile == "" {
 		return fmt.Errorf("models_file: must be set")
+	}
+	if len(c.Fetch.Models) > 0 {
+		// Preprocess reads the crops of its models; fetch must have planned them.
+		want := c.Preprocess.Models
+		for _, m := range want {
+			if !slices.Contains(c.Fetch.Models, m) {
+				return fmt.Errorf("fetch.models must include every model of preprocess.models: %s is missing", m)
+			}
+		}
+		if len(want) == 0 {
+			return fmt.Errorf("fetch.models limits the download to %v but preprocess.models is empty (every model): list the same models in both, or neither", c.Fetch.Models)
+		}
 	}
 	checks := []struct {
 		name string

@@ -127,6 +127,10 @@ func parseHeaderPrefix(prefix []byte, size int64) (h SliceHeader, complete bool,
 			h, complete, err = SliceHeader{}, int64(len(prefix)) == size, fmt.Errorf("malformed DICOM: %v", r)
 		}
 	}()
+	// the library allocates declared lengths before reading them: check them first (guard.go)
+	if ok, err := checkPrefix(prefix, size); err != nil || !ok {
+		return h, ok, err
+	}
 	z := &zeroTail{prefix: prefix, size: size}
 	br := bufio.NewReaderSize(z, 4096)
 	consumed := func() int64 { return z.off - int64(br.Buffered()) }

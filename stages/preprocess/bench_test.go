@@ -231,7 +231,7 @@ func TestBenchDriver(t *testing.T) {
 		}
 		var jobs []job
 		for _, seed := range seeds {
-			pr, err := patch.NewPlanner(ser.Geometry, seed, append(preps, qcPrepForBench))
+			pr, err := patch.NewPlanner(ser.Geometry, seed, append(preps, preprocess.QCCrop()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -304,6 +304,3 @@ func TestBenchDriver(t *testing.T) {
 	}
 	emit()
 }
-
-var qcPrepForBench = models.Preprocess{Axcodes: "RAS", Pixdim: [3]float64{1, 1, 1}, ROI: [3]int{64, 64, 64},
-	HURange: [2]float64{-1000, 400}, Clamp: [2]float64{0, 1}}

@@ -25,7 +25,7 @@ func Extract(s *dicomio.Series, seedLPS [3]float64, specs []*models.Spec) (*Lesi
 	for _, sp := range specs {
 		preps = append(preps, sp.Preprocess)
 	}
-	preps = append(preps, qcPrep)
+	preps = append(preps, QCCrop())
 	res, err := dicomio.Extract(s, seedLPS, preps)
 	if err != nil {
 		return nil, err

@@ -88,12 +88,15 @@ func (st *Stage) Settings() any {
 		Models []named           `yaml:"models" json:"models"`
 		QC     bool              `yaml:"qc" json:"qc"`
 		QCPrep models.Preprocess `yaml:"qc_preprocess" json:"qc_preprocess"`
-	}{prep, st.s.QC, qcPrep}
+	}{prep, st.s.QC, QCCrop()}
 }
 
-// qcPrep is the preview patch: 1 mm, 64 mm, RAS, lung-to-soft-tissue window.
-var qcPrep = models.Preprocess{Axcodes: "RAS", Pixdim: [3]float64{1, 1, 1}, ROI: [3]int{64, 64, 64},
-	HURange: [2]float64{-1000, 400}, Clamp: [2]float64{0, 1}}
+// QCCrop is the preview patch the stage reads besides the models' crops: 1 mm, 64 mm, RAS,
+// lung-to-soft-tissue window. It also gives the mean HU at the seed, so fetch must plan for it.
+func QCCrop() models.Preprocess {
+	return models.Preprocess{Axcodes: "RAS", Pixdim: [3]float64{1, 1, 1}, ROI: [3]int{64, 64, 64},
+		HURange: [2]float64{-1000, 400}, Clamp: [2]float64{0, 1}}
+}
 
 // Paths of the stage's outputs.
 func TensorPath(stageDir, model, lesionID string) string {
