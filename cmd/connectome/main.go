@@ -9,12 +9,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
-)
 
-// version is the pipeline version recorded in every table and the manifest.
-const version = "0.1.0"
+	"connectome/version"
+)
 
 const usage = `connectome: the NLST-Sybil tumour connectome pipeline
 
@@ -52,7 +50,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "models":
 		return cmdModels(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "connectome", versionString())
+		fmt.Fprintln(stdout, "connectome", version.String())
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -60,17 +58,4 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fmt.Fprintf(stderr, "connectome: unknown command %q\n\n%s", args[0], usage)
 	return 2
-}
-
-// versionString is the version plus the VCS revision the binary was built from, when known.
-func versionString() string {
-	v := version
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += "+" + s.Value[:12]
-			}
-		}
-	}
-	return v
 }

@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"connectome/version"
 )
 
 func runCmd(args ...string) (int, string, string) {
@@ -59,7 +61,7 @@ func TestBadConfigHaltsNamingFileAndLine(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	code, out, _ := runCmd("version")
-	if code != 0 || !strings.HasPrefix(out, "connectome "+version) {
+	if code != 0 || !strings.HasPrefix(out, "connectome "+version.Pipeline) {
 		t.Fatalf("%d %q", code, out)
 	}
 }

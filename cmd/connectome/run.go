@@ -16,6 +16,7 @@ import (
 	"connectome/config"
 	"connectome/models"
 	"connectome/pipeline"
+	"connectome/version"
 
 	"golang.org/x/term"
 )
@@ -120,7 +121,7 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 		lg.Error("bad config", "err", err)
 		return 1
 	}
-	chain, err := assemble.Build(ctx, cfg, version, assemble.Endpoints{}, lg.Logger)
+	chain, err := assemble.Build(ctx, cfg, version.Pipeline, assemble.Endpoints{}, lg.Logger)
 	if err != nil {
 		lg.Error("cannot start", "err", err)
 		return 1
@@ -129,9 +130,9 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 	r, err := pipeline.NewRunner(chain.Stages, pipeline.Options{
 		RunDir: cfg.RunDir, From: f.from, To: f.to, Only: f.only,
 		Resume: f.resume, RetryFailed: f.retryFailed, Workers: cfg.Workers,
-		Log: lg.Logger, Progress: lg.progress, PipelineVersion: version, IDCVersion: cfg.Cohort.IDCRelease,
+		Log: lg.Logger, Progress: lg.progress, PipelineVersion: version.Pipeline, IDCVersion: cfg.Cohort.IDCRelease,
 		Command: append([]string{"connectome", "run"}, args...), Config: cfg,
-		Versions: map[string]string{"pipeline": versionString(), "idc": cfg.Cohort.IDCRelease, "onnxruntime": onnxRuntimeVersion},
+		Versions: map[string]string{"pipeline": version.String(), "idc": cfg.Cohort.IDCRelease, "onnxruntime": onnxRuntimeVersion},
 		Models:   modelChecksums(chain.Registry),
 	})
 	if err != nil {

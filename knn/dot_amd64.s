@@ -1,0 +1,175 @@
+#include "textflag.h"
+
+// func dot4x4AVX512(a, b *float64, strideBytes, n int, out *float64, outStrideBytes int)
+//
+// 16 accumulators Z0..Z15 hold lane-wise partial sums of a_r·b_c over 8-wide steps; each
+// step loads 4 rows of a and 4 of b (8 loads) for 16 FMAs. The lanes are summed at the end.
+TEXT ·dot4x4AVX512(SB), NOSPLIT, $0-48
+	MOVQ a+0(FP), R8
+	MOVQ b+8(FP), R12
+	MOVQ strideBytes+16(FP), DX
+	MOVQ n+24(FP), CX
+	SHLQ $3, CX
+	LEAQ (R8)(DX*1), R9
+	LEAQ (R9)(DX*1), R10
+	LEAQ (R10)(DX*1), R11
+	LEAQ (R12)(DX*1), R13
+	LEAQ (R13)(DX*1), R14
+	LEAQ (R14)(DX*1), BX
+	VPXORQ Z0, Z0, Z0
+	VPXORQ Z1, Z1, Z1
+	VPXORQ Z2, Z2, Z2
+	VPXORQ Z3, Z3, Z3
+	VPXORQ Z4, Z4, Z4
+	VPXORQ Z5, Z5, Z5
+	VPXORQ Z6, Z6, Z6
+	VPXORQ Z7, Z7, Z7
+	VPXORQ Z8, Z8, Z8
+	VPXORQ Z9, Z9, Z9
+	VPXORQ Z10, Z10, Z10
+	VPXORQ Z11, Z11, Z11
+	VPXORQ Z12, Z12, Z12
+	VPXORQ Z13, Z13, Z13
+	VPXORQ Z14, Z14, Z14
+	VPXORQ Z15, Z15, Z15
+	XORQ AX, AX
+	TESTQ CX, CX
+	JEQ reduce
+
+loop:
+	VMOVUPD (R8)(AX*1), Z16
+	VMOVUPD (R9)(AX*1), Z17
+	VMOVUPD (R10)(AX*1), Z18
+	VMOVUPD (R11)(AX*1), Z19
+	VMOVUPD (R12)(AX*1), Z20
+	VMOVUPD (R13)(AX*1), Z21
+	VMOVUPD (R14)(AX*1), Z22
+	VMOVUPD (BX)(AX*1), Z23
+	VFMADD231PD Z20, Z16, Z0
+	VFMADD231PD Z21, Z16, Z1
+	VFMADD231PD Z22, Z16, Z2
+	VFMADD231PD Z23, Z16, Z3
+	VFMADD231PD Z20, Z17, Z4
+	VFMADD231PD Z21, Z17, Z5
+	VFMADD231PD Z22, Z17, Z6
+	VFMADD231PD Z23, Z17, Z7
+	VFMADD231PD Z20, Z18, Z8
+	VFMADD231PD Z21, Z18, Z9
+	VFMADD231PD Z22, Z18, Z10
+	VFMADD231PD Z23, Z18, Z11
+	VFMADD231PD Z20, Z19, Z12
+	VFMADD231PD Z21, Z19, Z13
+	VFMADD231PD Z22, Z19, Z14
+	VFMADD231PD Z23, Z19, Z15
+	ADDQ $64, AX
+	CMPQ AX, CX
+	JLT loop
+
+reduce:
+	MOVQ out+32(FP), DI
+	MOVQ outStrideBytes+40(FP), SI
+
+#define HSUM(z, y, x, dst) \
+	VEXTRACTF64X4 $1, z, Y24 \
+	VADDPD Y24, y, y \
+	VEXTRACTF64X2 $1, y, X24 \
+	VADDPD X24, x, x \
+	VPERMILPD $1, x, X24 \
+	VADDSD X24, x, x \
+	VMOVSD x, dst
+
+	HSUM(Z0, Y0, X0, 0(DI))
+	HSUM(Z1, Y1, X1, 8(DI))
+	HSUM(Z2, Y2, X2, 16(DI))
+	HSUM(Z3, Y3, X3, 24(DI))
+	ADDQ SI, DI
+	HSUM(Z4, Y4, X4, 0(DI))
+	HSUM(Z5, Y5, X5, 8(DI))
+	HSUM(Z6, Y6, X6, 16(DI))
+	HSUM(Z7, Y7, X7, 24(DI))
+	ADDQ SI, DI
+	HSUM(Z8, Y8, X8, 0(DI))
+	HSUM(Z9, Y9, X9, 8(DI))
+	HSUM(Z10, Y10, X10, 16(DI))
+	HSUM(Z11, Y11, X11, 24(DI))
+	ADDQ SI, DI
+	HSUM(Z12, Y12, X12, 0(DI))
+	HSUM(Z13, Y13, X13, 8(DI))
+	HSUM(Z14, Y14, X14, 16(DI))
+	HSUM(Z15, Y15, X15, 24(DI))
+	VZEROUPPER
+	RET
+
+// func dot4x4AVX2(a, b *float64, strideBytes, n int, out *float64, outStrideBytes int)
+//
+// The same product for CPUs without AVX-512: 16 ymm registers only hold a 2×4 tile
+// (8 accumulators, 2 rows of a, 4 of b), so rows 0–1 and then 2–3 of a take a pass each.
+TEXT ·dot4x4AVX2(SB), NOSPLIT, $0-48
+	MOVQ a+0(FP), R8
+	MOVQ b+8(FP), R12
+	MOVQ strideBytes+16(FP), DX
+	MOVQ n+24(FP), CX
+	SHLQ $3, CX
+	MOVQ out+32(FP), DI
+	MOVQ outStrideBytes+40(FP), SI
+	LEAQ (R12)(DX*1), R13
+	LEAQ (R13)(DX*1), R14
+	LEAQ (R14)(DX*1), BX
+	MOVQ $2, R10
+
+half:
+	LEAQ (R8)(DX*1), R9
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2
+	VXORPD Y3, Y3, Y3
+	VXORPD Y4, Y4, Y4
+	VXORPD Y5, Y5, Y5
+	VXORPD Y6, Y6, Y6
+	VXORPD Y7, Y7, Y7
+	XORQ AX, AX
+	TESTQ CX, CX
+	JEQ sum2
+
+loop2:
+	VMOVUPD (R8)(AX*1), Y8
+	VMOVUPD (R9)(AX*1), Y9
+	VMOVUPD (R12)(AX*1), Y10
+	VMOVUPD (R13)(AX*1), Y11
+	VMOVUPD (R14)(AX*1), Y12
+	VMOVUPD (BX)(AX*1), Y13
+	VFMADD231PD Y10, Y8, Y0
+	VFMADD231PD Y11, Y8, Y1
+	VFMADD231PD Y12, Y8, Y2
+	VFMADD231PD Y13, Y8, Y3
+	VFMADD231PD Y10, Y9, Y4
+	VFMADD231PD Y11, Y9, Y5
+	VFMADD231PD Y12, Y9, Y6
+	VFMADD231PD Y13, Y9, Y7
+	ADDQ $32, AX
+	CMPQ AX, CX
+	JLT loop2
+
+sum2:
+#define HSUM2(y, x, dst) \
+	VEXTRACTF128 $1, y, X14 \
+	VADDPD X14, x, x \
+	VPERMILPD $1, x, X14 \
+	VADDSD X14, x, x \
+	VMOVSD x, dst
+
+	HSUM2(Y0, X0, 0(DI))
+	HSUM2(Y1, X1, 8(DI))
+	HSUM2(Y2, X2, 16(DI))
+	HSUM2(Y3, X3, 24(DI))
+	ADDQ SI, DI
+	HSUM2(Y4, X4, 0(DI))
+	HSUM2(Y5, X5, 8(DI))
+	HSUM2(Y6, X6, 16(DI))
+	HSUM2(Y7, X7, 24(DI))
+	ADDQ SI, DI
+	LEAQ (R9)(DX*1), R8
+	DECQ R10
+	JNZ half
+	VZEROUPPER
+	RET

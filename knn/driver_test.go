@@ -1,0 +1,66 @@
+package knn
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"testing"
+	"time"
+
+	"connectome/npy"
+)
+
+// The benchmark driver (scripts/bench/similarity_numpy.py) runs the compiled test binary with
+// these flags to time one search on a given matrix, in a process of its own so that its peak
+// memory can be measured.
+var (
+	driverIn  = flag.String("knn.in", "", "float32 (N, D) .npy file to search (driver mode)")
+	driverOut = flag.String("knn.out", "", "write the closest then farthest indices here, float32 (N, 2k) .npy")
+	driverK   = flag.Int("knn.k", 5, "k for driver mode")
+)
+
+func TestDriver(t *testing.T) {
+	if *driverIn == "" {
+		t.Skip("driver mode only (-knn.in)")
+	}
+	f, err := os.Open(*driverIn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shape, data, err := npy.ReadFloat32(f)
+	f.Close()
+	if err != nil || len(shape) != 2 {
+		t.Fatalf("read %s: shape %v: %v", *driverIn, shape, err)
+	}
+	start := time.Now()
+	res, err := Search(context.Background(), data, shape[0], shape[1], Options{K: *driverK})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := time.Since(start).Seconds()
+	line, _ := json.Marshal(map[string]any{"seconds": sec, "n": shape[0], "dim": shape[1], "avx512": useAVX512, "avx2": useAVX2})
+	os.Stdout.Write(append([]byte("KNN_RESULT "), append(line, '\n')...))
+	if *driverOut != "" {
+		k := res.K
+		out := make([]float32, 0, res.N*2*k)
+		for q := range res.N {
+			for _, nb := range res.ClosestOf(q) {
+				out = append(out, float32(nb.Index))
+			}
+			for _, nb := range res.FarthestOf(q) {
+				out = append(out, float32(nb.Index))
+			}
+		}
+		w, err := os.Create(*driverOut)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := npy.WriteFloat32(w, []int{res.N, 2 * k}, out); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,104 @@
+package tables
+
+import (
+	"fmt"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"connectome/arrowio"
+)
+
+// Edge kinds of similarity/edges.arrow.
+const (
+	KindClosest  = "closest"
+	KindFarthest = "farthest"
+)
+
+// Edge is one row of similarity/edges.arrow: match is the query's rank-th closest (or
+// farthest) node under model, by cosine distance.
+type Edge struct {
+	Model          string
+	Kind           string // KindClosest or KindFarthest
+	QueryLesionID  string
+	MatchLesionID  string
+	QueryPatientID string
+	MatchPatientID string
+	Rank           int32 // 1..k
+	CosineDistance float64
+	SimilarityPct  float64 // max(0, 1 − CosineDistance) × 100
+}
+
+var edgeFields = []arrow.Field{
+	{Name: "model", Type: arrow.BinaryTypes.String},
+	{Name: "kind", Type: arrow.BinaryTypes.String},
+	{Name: "query_lesion_id", Type: arrow.BinaryTypes.String},
+	{Name: "match_lesion_id", Type: arrow.BinaryTypes.String},
+	{Name: "query_patient_id", Type: arrow.BinaryTypes.String},
+	{Name: "match_patient_id", Type: arrow.BinaryTypes.String},
+	{Name: "rank", Type: arrow.PrimitiveTypes.Int32},
+	{Name: "cosine_distance", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "similarity_pct", Type: arrow.PrimitiveTypes.Float64},
+}
+
+// EdgeSchema is the schema of similarity/edges.arrow with metadata md.
+func EdgeSchema(md arrow.Metadata) *arrow.Schema { return arrow.NewSchema(edgeFields, &md) }
+
+// WriteEdges writes rows to path (atomically) with the given schema metadata.
+func WriteEdges(path string, rows []Edge, md arrow.Metadata) error {
+	schema := EdgeSchema(md)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	b.Reserve(len(rows))
+	for _, r := range rows {
+		for i, v := range []string{r.Model, r.Kind, r.QueryLesionID, r.MatchLesionID, r.QueryPatientID, r.MatchPatientID} {
+			b.Field(i).(*array.StringBuilder).Append(v)
+		}
+		b.Field(6).(*array.Int32Builder).Append(r.Rank)
+		b.Field(7).(*array.Float64Builder).Append(r.CosineDistance)
+		b.Field(8).(*array.Float64Builder).Append(r.SimilarityPct)
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	return arrowio.WriteFile(path, schema, rec)
+}
+
+// ReadEdges reads similarity/edges.arrow.
+func ReadEdges(path string) ([]Edge, arrow.Metadata, error) {
+	var rows []Edge
+	md, err := readBatches(path, func(b arrow.RecordBatch) error {
+		s := make([]*array.String, 6)
+		for i := range s {
+			c, err := column[*array.String](b, edgeFields[i].Name)
+			if err != nil {
+				return err
+			}
+			s[i] = c
+		}
+		rank, err := column[*array.Int32](b, "rank")
+		if err != nil {
+			return err
+		}
+		dist, err := column[*array.Float64](b, "cosine_distance")
+		if err != nil {
+			return err
+		}
+		pct, err := column[*array.Float64](b, "similarity_pct")
+		if err != nil {
+			return err
+		}
+		for i := 0; i < int(b.NumRows()); i++ {
+			rows = append(rows, Edge{
+				Model: s[0].Value(i), Kind: s[1].Value(i), QueryLesionID: s[2].Value(i),
+				MatchLesionID: s[3].Value(i), QueryPatientID: s[4].Value(i), MatchPatientID: s[5].Value(i),
+				Rank: rank.Value(i), CosineDistance: dist.Value(i), SimilarityPct: pct.Value(i),
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, arrow.Metadata{}, fmt.Errorf("read edges: %w", err)
+	}
+	return rows, md, nil
+}
