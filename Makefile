@@ -14,12 +14,12 @@ export ONNXRUNTIME_LIB ?= $(ORT_LIB)
 CONFIG      ?= configs/nlst-sybil.yaml
 GO_TEST_FLAGS ?= -count=1 -timeout 45m
 
-.PHONY: help deps deps-go deps-ort deps-web deps-debian build test lint bench demo pipeline clean
+.PHONY: help deps deps-go deps-ort deps-web deps-debian deps-demo build test lint bench demo pipeline clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps: deps-go deps-ort deps-web deps-debian ## install everything the build, tests and demo need
+deps: deps-go deps-ort deps-web deps-debian deps-demo ## install everything the build, tests and demo need
 
 deps-go:
 	@echo "deps: Go modules"
@@ -33,6 +33,12 @@ deps-web:
 
 deps-debian:
 	@scripts/install-debian-deps.sh
+
+# The demo command links the in-process BigQuery emulator, whose first compile takes minutes:
+# do it once here so that `make demo` itself is quick.
+deps-demo: deps-go
+	@echo "deps: building bin/connectome-demo (the first build compiles the BigQuery emulator: a few minutes)"
+	@$(GO) build -o bin/connectome-demo ./cmd/connectome-demo
 
 build: deps-go ## build bin/connectome
 	@echo "build: $(BIN)"
