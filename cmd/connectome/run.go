@@ -43,6 +43,8 @@ type runFlags struct {
 	logFormat, logLevel, progress       string
 	cacheDir, billingProject, modelsDir string
 	maxBytesBilled                      int64
+	shard                               string
+	shards                              int
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -66,6 +68,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.billingProject, "billing-project", "", "Google Cloud `PROJECT` billed for BigQuery (else cohort.billing_project, else $GOOGLE_CLOUD_PROJECT)")
 	fs.Int64Var(&f.maxBytesBilled, "max-bytes-billed", 0, "halt before a BigQuery query that would scan more than `BYTES` (default from the config: 50 GB)")
 	fs.StringVar(&f.modelsDir, "models-dir", "", "`DIR` holding the ONNX model files (overrides embed.models_dir)")
+	fs.StringVar(&f.shard, "shard", "", "run shard `i/N` of a sharded run: fetch, preprocess and embed of the shard's lesions (default from BATCH_TASK_INDEX/BATCH_TASK_COUNT, or JOB_COMPLETION_INDEX with the config's shards); see docs/sharding.md")
+	fs.IntVar(&f.shards, "shards", 0, "split the run in `N` shards (overrides shards in the config): without --shard this process is the plan step (--only cohort) or the merge (default: --from similarity)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: connectome run --config FILE [flags]
 
@@ -81,6 +85,11 @@ Examples:
   connectome run --only similarity --embeddings emb.parquet --run-dir runs/mine
   connectome run --from similarity --embeddings emb.arrow --run-dir runs/mine   (similarity + report)
 
+Sharded (docs/sharding.md): plan once, run N shards anywhere at once, then merge:
+  connectome run --config c.yaml --shards 8 --only cohort
+  connectome run --config c.yaml --shards 8 --shard 3/8 --device cuda     (each of 0/8 … 7/8)
+  connectome run --config c.yaml --shards 8                               (similarity + report)
+
 Flags:
 `)
 		fs.PrintDefaults()
@@ -91,12 +100,23 @@ Flags:
 		}
 		return 2
 	}
-	if len(f.embeddings) > 0 {
-		// "--embeddings A B C": the shell list after the flag.
-		f.embeddings = append(f.embeddings, fs.Args()...)
-	} else if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "connectome run: unexpected arguments %q\n", fs.Args())
-		return 2
+	// "--embeddings A B C --run-dir D": the files after --embeddings, up to the next flag,
+	// are more embeddings files; the flag package stops at the first of them.
+	for rest := fs.Args(); len(rest) > 0; rest = fs.Args() {
+		if strings.HasPrefix(rest[0], "-") && rest[0] != "-" {
+			if err := fs.Parse(rest); err != nil {
+				return 2
+			}
+			continue
+		}
+		if len(f.embeddings) == 0 {
+			fmt.Fprintf(stderr, "connectome run: unexpected argument %q\n", rest[0])
+			return 2
+		}
+		f.embeddings = append(f.embeddings, rest[0])
+		if err := fs.Parse(rest[1:]); err != nil {
+			return 2
+		}
 	}
 
 	for _, st := range []struct{ flag, name string }{{"from", f.from}, {"to", f.to}, {"only", f.only}} {
@@ -121,6 +141,14 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 		lg.Error("bad config", "err", err)
 		return 1
 	}
+	shard, shardFrom, err := resolveShard(f.shard, cfg.Shards, os.Getenv)
+	if err != nil {
+		lg.Error("bad shard", "err", err)
+		return pipeline.ExitCode(nil, err)
+	}
+	if shard.Sharded() {
+		lg.Info("sharded run", "shard", shard.String(), "from", shardFrom)
+	}
 	chain, err := assemble.Build(ctx, cfg, version.Pipeline, assemble.Endpoints{}, lg.Logger)
 	if err != nil {
 		lg.Error("cannot start", "err", err)
@@ -134,6 +162,7 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 		Command: append([]string{"connectome", "run"}, args...), Config: cfg,
 		Versions: map[string]string{"pipeline": version.String(), "idc": cfg.Cohort.IDCRelease, "onnxruntime": onnxRuntimeVersion},
 		Models:   modelChecksums(chain.Registry),
+		Shard:    shard,
 	})
 	if err != nil {
 		lg.Error("cannot run", "err", err)
@@ -147,7 +176,7 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 	case err != nil:
 		lg.Error("run halted", "err", err)
 	case code == 3:
-		lg.Warn("run finished with item failures", "failures", sum.Failures, "table", cfg.RunDir+"/failures.arrow")
+		lg.Warn("run finished with item failures", "failures", sum.Failures, "table", cfg.RunDir+"/"+pipeline.FailuresName(shard))
 	default:
 		lg.Info("run finished", "run_dir", cfg.RunDir)
 	}
@@ -156,7 +185,8 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 
 func configOverrides(f runFlags) config.Overrides {
 	return config.Overrides{RunDir: f.runDir, Device: f.device, Workers: f.workers, Embeddings: f.embeddings,
-		CacheDir: f.cacheDir, BillingProject: f.billingProject, MaxBytesBilled: f.maxBytesBilled, ModelsDir: f.modelsDir}
+		CacheDir: f.cacheDir, BillingProject: f.billingProject, MaxBytesBilled: f.maxBytesBilled, ModelsDir: f.modelsDir,
+		Shards: f.shards}
 }
 
 // logger is the run's slog logger and the progress display it shares the terminal with.
