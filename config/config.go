@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 
+	"connectome/pipeline"
 	"connectome/stages/cohort"
 	"connectome/stages/embed"
 	"connectome/stages/fetch"
@@ -25,6 +26,11 @@ type Config struct {
 	ModelsFile string `yaml:"models_file" json:"models_file"`
 	// Workers is the default worker count per stage; 0 means the number of CPUs.
 	Workers int `yaml:"workers" json:"workers"`
+	// Shards splits the run in N shards (design §10; docs/sharding.md): 0 or 1 = one
+	// process does everything. Each shard process (`--shard i/N`, or the Cloud Batch and
+	// Kubernetes Indexed Job index variables) fetches, preprocesses and embeds its share of
+	// the lesions; `--only cohort` plans before them and `--from similarity` merges after.
+	Shards int `yaml:"shards" json:"shards"`
 
 	Cohort     cohort.Settings     `yaml:"cohort" json:"cohort"`
 	Fetch      fetch.Settings      `yaml:"fetch" json:"fetch"`
@@ -58,6 +64,7 @@ type Overrides struct {
 	BillingProject string
 	MaxBytesBilled int64
 	ModelsDir      string
+	Shards         int
 }
 
 // Load reads path over the defaults (path "" means defaults only), applies the overrides and
@@ -104,6 +111,9 @@ func (c *Config) apply(o Overrides) {
 	if o.ModelsDir != "" {
 		c.Embed.ModelsDir = o.ModelsDir
 	}
+	if o.Shards > 0 {
+		c.Shards = o.Shards
+	}
 	if c.Workers <= 0 {
 		c.Workers = runtime.NumCPU()
 	}
@@ -116,6 +126,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ModelsFile == "" {
 		return fmt.Errorf("models_file: must be set")
+	}
+	if c.Shards < 0 || c.Shards > pipeline.MaxShards {
+		return fmt.Errorf("shards: %d, want 0 (not sharded) or 1..%d", c.Shards, pipeline.MaxShards)
 	}
 	if len(c.Fetch.Models) > 0 {
 		// Preprocess reads the crops of its models; fetch must have planned them.

@@ -78,11 +78,35 @@ func (l *failureLog) close() error {
 	return cerr
 }
 
-// readFailures reads every stage's journal under runDir, in stage order then time order.
-func readFailures(runDir string) ([]Failure, error) {
-	var out []Failure
+// journals lists the failure journals a process's table is built from: for a shard, its own
+// stage directories'; otherwise every stage's and every shard's.
+func journals(runDir string, sh Shard) ([]string, error) {
+	var out []string
 	for _, st := range StageOrder() {
-		f, err := os.Open(filepath.Join(runDir, st, failuresJournal))
+		if sh.IsPart() {
+			out = append(out, filepath.Join(ShardDir(runDir, st, sh), failuresJournal))
+			continue
+		}
+		out = append(out, filepath.Join(runDir, st, failuresJournal))
+		shards, err := filepath.Glob(filepath.Join(runDir, st, "shard-*-of-*", failuresJournal))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, shards...)
+	}
+	return out, nil
+}
+
+// readFailures reads the journals under runDir (see journals), in stage order then time order.
+func readFailures(runDir string, sh Shard) ([]Failure, error) {
+	var out []Failure
+	paths, err := journals(runDir, sh)
+	if err != nil {
+		return nil, err
+	}
+	for _, path := range paths {
+		st := filepath.Base(filepath.Dir(path))
+		f, err := os.Open(path)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -130,9 +154,10 @@ var failureFields = []arrow.Field{
 	{Name: "time", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
 }
 
-// writeFailuresTable rebuilds RunDir/failures.arrow from the journals; it returns the row count.
-func writeFailuresTable(runDir string, md arrow.Metadata) (int, error) {
-	rows, err := readFailures(runDir)
+// writeFailuresTable rebuilds RunDir/failures.arrow (a shard's: FailuresName) from the
+// journals; it returns the row count.
+func writeFailuresTable(runDir string, sh Shard, md arrow.Metadata) (int, error) {
+	rows, err := readFailures(runDir, sh)
 	if err != nil {
 		return 0, err
 	}
@@ -148,7 +173,7 @@ func writeFailuresTable(runDir string, md arrow.Metadata) (int, error) {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	if err := arrowio.WriteFile(filepath.Join(runDir, "failures.arrow"), schema, rec); err != nil {
+	if err := arrowio.WriteFile(filepath.Join(runDir, FailuresName(sh)), schema, rec); err != nil {
 		return 0, err
 	}
 	return len(rows), nil

@@ -65,6 +65,9 @@ type Options struct {
 	Config   any
 	Versions map[string]string
 	Models   any
+	// Shard is this process's part of a sharded run (see Shard); the zero value is an
+	// unsharded run.
+	Shard Shard
 }
 
 // Marker is a stage's completion marker, written last.
@@ -77,11 +80,17 @@ type Marker struct {
 	Started         time.Time        `json:"started"`
 	Finished        time.Time        `json:"finished"`
 	DurationS       float64          `json:"duration_s"`
+	// Shard is "i/N" for a shard's marker, empty otherwise.
+	Shard string `json:"shard,omitempty"`
 }
 
 // ReadMarker reads RunDir/<stage>/_SUCCESS.json; ok is false when it does not exist.
 func ReadMarker(runDir, stage string) (m Marker, ok bool, err error) {
-	b, err := os.ReadFile(filepath.Join(runDir, stage, MarkerFile))
+	return readMarkerDir(filepath.Join(runDir, stage), stage)
+}
+
+func readMarkerDir(dir, stage string) (m Marker, ok bool, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, MarkerFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return m, false, nil
 	}
@@ -175,6 +184,9 @@ func NewRunner(stages []Stage, opt Options) (*Runner, error) {
 		return i, nil
 	}
 	r.from, r.to = 0, len(stages)-1
+	if opt.Shard.Sharded() {
+		r.from, r.to = defaultShardSelection(stages, opt.Shard)
+	}
 	var err error
 	if opt.Only != "" {
 		if opt.From != "" || opt.To != "" {
@@ -198,9 +210,12 @@ func NewRunner(stages []Stage, opt Options) (*Runner, error) {
 	if r.from > r.to {
 		return nil, &UsageError{fmt.Sprintf("--from %s comes after --to %s", names[r.from], names[r.to])}
 	}
+	if err := checkShardSelection(stages[r.from:r.to+1], opt.Shard); err != nil {
+		return nil, err
+	}
 	prev := ""
 	for _, s := range stages {
-		h, err := configHash(s, prev)
+		h, err := configHash(s, prev, opt.Shard)
 		if err != nil {
 			return nil, err
 		}
@@ -212,13 +227,19 @@ func NewRunner(stages []Stage, opt Options) (*Runner, error) {
 
 // configHash hashes a stage's identity, settings (as YAML, so yaml:"-" fields such as
 // output locations do not count) and the upstream hash.
-func configHash(s Stage, upstream string) (string, error) {
+//
+// A stage that runs per shard also hashes the shard count N (not the index: every shard's
+// part must carry the same hash), so that a run re-split in another N starts over.
+func configHash(s Stage, upstream string, sh Shard) (string, error) {
 	settings, err := yaml.Marshal(s.Settings())
 	if err != nil {
 		return "", fmt.Errorf("hash settings of %s: %w", s.Name(), err)
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "stage=%s\nversion=%s\nupstream=%s\n", s.Name(), s.Version(), upstream)
+	if sh.Sharded() && shardingOf(s) == ShardEach {
+		fmt.Fprintf(h, "shards=%d\n", sh.Count)
+	}
 	h.Write(settings)
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -242,7 +263,7 @@ func (r *Runner) Run(ctx context.Context) (*Summary, error) {
 
 	runErr := r.run(ctx)
 
-	n, ferr := writeFailuresTable(o.RunDir, arrowio.Metadata(o.PipelineVersion, o.IDCVersion, "", nil))
+	n, ferr := writeFailuresTable(o.RunDir, o.Shard, arrowio.Metadata(o.PipelineVersion, o.IDCVersion, "", nil))
 	if ferr != nil && runErr == nil {
 		runErr = Haltf("write failures.arrow: %w", ferr)
 	}
@@ -285,11 +306,21 @@ func (r *Runner) run(ctx context.Context) error {
 		if selfContained {
 			continue
 		}
-		m, ok, err := ReadMarker(o.RunDir, s.Name())
+		if shardingOf(s) == ShardEach && o.Shard.Sharded() && !(o.Shard.IsPart() && shardingOf(r.stages[r.from]) == ShardEach) {
+			// The merge (and similarity by rows) reads every shard's outputs.
+			if err := checkShardMarkers(o.RunDir, s.Name(), r.hashes[i], o.Shard.Count); err != nil {
+				return Haltf("%w", err)
+			}
+			continue
+		}
+		m, ok, err := ReadShardMarker(o.RunDir, s.Name(), r.shardOf(s))
 		if err != nil {
 			return Haltf("%w", err)
 		}
 		if !ok {
+			if o.Shard.Sharded() && shardingOf(s) == ShardNone && s.Name() == StageCohort {
+				return Haltf("stage cohort has not completed in %s: a sharded run plans its cohort once, before the shards: connectome run --only cohort", o.RunDir)
+			}
 			return Haltf("stage %s has not completed in %s: run it first (for example --from %s)", s.Name(), o.RunDir, s.Name())
 		}
 		if m.ConfigHash != r.hashes[i] {
@@ -307,7 +338,7 @@ func (r *Runner) run(ctx context.Context) error {
 	upstreamRan := false
 	for i := r.from; i <= r.to; i++ {
 		if o.Resume && !upstreamRan {
-			m, ok, err := ReadMarker(o.RunDir, r.stages[i].Name())
+			m, ok, err := ReadShardMarker(o.RunDir, r.stages[i].Name(), r.shardOf(r.stages[i]))
 			if err != nil {
 				return Haltf("%w", err)
 			}
@@ -378,7 +409,8 @@ func (r *Runner) runSegment(parent context.Context, idx []int) error {
 func (r *Runner) runStage(ctx, parent context.Context, i int, in <-chan Item, out chan Item) (err error) {
 	s := r.stages[i]
 	o := r.opt
-	dir := filepath.Join(o.RunDir, s.Name())
+	sh := r.shardOf(s)
+	dir := ShardDir(o.RunDir, s.Name(), sh)
 	keep := false
 	if o.Resume {
 		if st, ok := readStarted(dir); ok && st == r.hashes[i] {
@@ -386,7 +418,7 @@ func (r *Runner) runStage(ctx, parent context.Context, i int, in <-chan Item, ou
 		}
 	}
 	if !keep {
-		if err := os.RemoveAll(dir); err != nil {
+		if err := clearStageDir(dir); err != nil {
 			return Haltf("clear %s: %w", dir, err)
 		}
 	}
@@ -406,12 +438,16 @@ func (r *Runner) runStage(ctx, parent context.Context, i int, in <-chan Item, ou
 		return Haltf("%w", err)
 	}
 	counts := newCounters()
-	sc := &Context{RunDir: o.RunDir, Dir: dir, Resume: keep, ConfigHash: r.hashes[i], Workers: o.Workers,
+	sc := &Context{RunDir: o.RunDir, Dir: dir, Shard: o.Shard, Resume: keep, ConfigHash: r.hashes[i], Workers: o.Workers,
 		Log: o.Log.With("stage", s.Name()), In: in, Out: out,
 		failures: fl, counts: counts, progress: o.Progress, stageName: s.Name()}
 	r.setRecord(i, func(rec *StageRecord) { rec.Status = "running"; rec.Started = &started })
 	r.writeManifest()
-	o.Log.Info("stage started", "stage", s.Name(), "resume", keep)
+	if o.Shard.Sharded() {
+		o.Log.Info("stage started", "stage", s.Name(), "resume", keep, "shard", o.Shard.String())
+	} else {
+		o.Log.Info("stage started", "stage", s.Name(), "resume", keep)
+	}
 
 	runErr := s.Run(ctx, sc)
 	// A stage that returns after cancellation did not finish, whatever it returned: it may
@@ -456,7 +492,10 @@ func (r *Runner) runStage(ctx, parent context.Context, i int, in <-chan Item, ou
 	}
 	m := Marker{Stage: s.Name(), StageVersion: s.Version(), ConfigHash: r.hashes[i], PipelineVersion: o.PipelineVersion,
 		Counts: snap, Started: started, Finished: finished, DurationS: finished.Sub(started).Seconds()}
-	if _, err := writeFailuresTable(o.RunDir, arrowio.Metadata(o.PipelineVersion, o.IDCVersion, "", nil)); err != nil {
+	if sh.IsPart() {
+		m.Shard = sh.String()
+	}
+	if _, err := writeFailuresTable(o.RunDir, o.Shard, arrowio.Metadata(o.PipelineVersion, o.IDCVersion, "", nil)); err != nil {
 		return Haltf("write failures.arrow: %w", err)
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")
@@ -499,7 +538,7 @@ func (r *Runner) writeManifest() error {
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
 	}
-	return atomicfile.WriteBytes(filepath.Join(r.opt.RunDir, "manifest.json"), append(b, '\n'))
+	return atomicfile.WriteBytes(filepath.Join(r.opt.RunDir, ManifestName(r.opt.Shard)), append(b, '\n'))
 }
 
 // ExitCode maps a run's outcome to the exit status of design §5: 0 all items done, 3 finished
@@ -515,4 +554,72 @@ func ExitCode(sum *Summary, err error) int {
 		return 3
 	}
 	return 0
+}
+
+// shardOf is the shard whose directory a stage uses in this process: the process's shard
+// for a stage that runs per shard there, none for the others (cohort, report, the merge).
+func (r *Runner) shardOf(s Stage) Shard {
+	if r.opt.Shard.IsPart() && shardingOf(s) != ShardNone {
+		return r.opt.Shard
+	}
+	return Shard{}
+}
+
+// ManifestName is the manifest's file name at the run root: manifest.json, or
+// manifest-shard-i-of-N.json for a shard process, so that shards running at once never
+// overwrite each other's record.
+func ManifestName(s Shard) string {
+	if s.IsPart() {
+		return "manifest-" + s.Name() + ".json"
+	}
+	return "manifest.json"
+}
+
+// FailuresName is the failures table's file name at the run root: failures.arrow (every
+// stage and shard), or failures-shard-i-of-N.arrow (that shard's own failures).
+func FailuresName(s Shard) string {
+	if s.IsPart() {
+		return "failures-" + s.Name() + ".arrow"
+	}
+	return "failures.arrow"
+}
+
+// defaultShardSelection: a shard process runs the per-shard stages (fetch → embed); the
+// merge runs what comes after them (similarity, report). The plan step is --only cohort.
+func defaultShardSelection(stages []Stage, sh Shard) (from, to int) {
+	first, last := -1, -1
+	for i, s := range stages {
+		if shardingOf(s) == ShardEach {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 {
+		return 0, len(stages) - 1
+	}
+	if sh.IsPart() {
+		return first, last
+	}
+	if last == len(stages)-1 {
+		return 0, len(stages) - 1 // nothing after them: NewRunner reports the selection
+	}
+	return last + 1, len(stages) - 1
+}
+
+// checkShardSelection refuses stages that cannot run in this process of a sharded run.
+func checkShardSelection(sel []Stage, sh Shard) error {
+	if !sh.Sharded() {
+		return nil
+	}
+	for _, s := range sel {
+		switch sd := shardingOf(s); {
+		case sh.IsPart() && sd == ShardNone:
+			return &UsageError{fmt.Sprintf("stage %s runs once per run, not per shard: run it without --shard (the plan step is --only cohort; the merge is --from similarity)", s.Name())}
+		case !sh.IsPart() && sd == ShardEach:
+			return &UsageError{fmt.Sprintf("stage %s runs per shard in a run of %d shards: pass --shard i/%d (or run the plan step, --only cohort, or the merge, --from similarity)", s.Name(), sh.Count, sh.Count)}
+		}
+	}
+	return nil
 }

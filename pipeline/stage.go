@@ -56,6 +56,10 @@ type Context struct {
 	// (RunDir/<stage name>), created before Run is called.
 	RunDir string
 	Dir    string
+	// Shard is the process's part of a sharded run; the zero value when the run is not
+	// sharded. A ShardEach stage does only the lesions sc.Shard.Owns, and its Dir is then
+	// RunDir/<stage>/shard-i-of-N; see ShardDir for an upstream stage's directory.
+	Shard Shard
 	// Resume is true when completed items of an earlier attempt of this stage, with the
 	// same config hash, should be kept and skipped.
 	Resume bool

@@ -145,7 +145,7 @@ type Runtime struct {
 	mu       sync.Mutex
 	sessions map[string]*Session
 	closed   bool
-	shared   bool // the environment belongs to another Runtime
+	owner    bool // this Runtime created the process's environment, so it destroys it
 }
 
 // New prepares a Runtime for the library at lib (an absolute path; see LibraryPath). Nothing
@@ -175,7 +175,6 @@ func (r *Runtime) Init() error {
 		if ort.IsInitialized() {
 			// Another Runtime of this process (a test binary running several commands) set
 			// the environment up; share it, and leave its teardown to that Runtime.
-			r.shared = true
 			r.log.Debug("onnx runtime environment already initialised in this process; sharing it", "library", r.lib)
 			return
 		}
@@ -184,6 +183,7 @@ func (r *Runtime) Init() error {
 			r.initErr = fmt.Errorf("initialise ONNX Runtime from %s: %w", r.lib, err)
 			return
 		}
+		r.owner = true
 		r.log.Debug("onnx runtime ready", "library", r.lib, "version", ort.GetVersion())
 	})
 	return r.initErr
@@ -208,7 +208,9 @@ func (r *Runtime) Close() error {
 		}
 		delete(r.sessions, k)
 	}
-	if !r.closed && !r.shared && r.initErr == nil && ort.IsInitialized() {
+	// A Runtime that never initialised, or shares another's environment, must not tear the
+	// process's environment down under the other Runtime's sessions.
+	if !r.closed && r.owner && ort.IsInitialized() {
 		if err := ort.DestroyEnvironment(); err != nil {
 			errs = append(errs, err)
 		}

@@ -121,3 +121,29 @@ func TestLibraryPath(t *testing.T) {
 		t.Errorf("default path: %q %v", p, err)
 	}
 }
+
+// TestClosingAnotherRuntimeKeepsTheEnvironment: a Runtime that never initialised, or that
+// shares the process's environment, must not destroy it under the sessions of the Runtime
+// that created it (several pipelines in one process, as the shard tests run).
+func TestClosingAnotherRuntimeKeepsTheEnvironment(t *testing.T) {
+	rt := env.Require(t)
+	path := writeModel(t)
+	s, err := rt.Open(path, onnx.InputName, onnx.OutputName, onnxrt.Options{Device: onnxrt.DeviceCPU, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unused := onnxrt.New(rt.Library(), nil)
+	if err := unused.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sharing := onnxrt.New(rt.Library(), nil)
+	if err := sharing.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sharing.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Run([]int64{1, 1, 8, 8, 8}, make([]float32, 512)); err != nil {
+		t.Fatalf("session broken after another Runtime closed: %v", err)
+	}
+}

@@ -86,7 +86,7 @@ func (st *Stage) read(ctx context.Context, e env, ms []*model, jobs []chan job, 
 			continue
 		}
 		pending++
-		path := TensorPath(e.runDir, m.spec.Name, lesion)
+		path := e.tensorPath(m.spec.Name, lesion)
 		data, err := readTensor(path, m.shape[1:])
 		if errors.Is(err, os.ErrNotExist) {
 			missing = append(missing, m.spec.Name)
@@ -106,7 +106,7 @@ func (st *Stage) read(ctx context.Context, e env, ms []*model, jobs []chan job, 
 	}
 	for _, name := range missing {
 		e.fail(lesion, pipeline.Itemf(pipeline.ClassNotFound, lesion, "model %s: no input tensor %s",
-			name, TensorPath(e.runDir, name, lesion)))
+			name, e.tensorPath(name, lesion)))
 	}
 	for _, r := range ready {
 		select {

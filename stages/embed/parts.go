@@ -12,6 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"connectome/models"
 	"connectome/tables"
 )
 
@@ -125,4 +126,19 @@ func (p *partStore) assemble(path string, order []string, dim int, md arrow.Meta
 		}
 	}
 	return len(out), tables.WriteEmbeddingsWith(p.mem, path, out, dim, md)
+}
+
+// clearTables removes the outputs of an earlier attempt before a fresh one: every table of an
+// unsharded run, or only this shard's part of each model's table, so that shards running at
+// once never remove each other's parts.
+func clearTables(e env, specs []*models.Spec) error {
+	if !e.shard.IsPart() {
+		return os.RemoveAll(filepath.Join(e.runDir, "embeddings"))
+	}
+	for _, s := range specs {
+		if err := os.Remove(PartPath(e.runDir, s.Name, e.shard)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
 }

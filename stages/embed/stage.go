@@ -52,6 +52,10 @@ func (st *Stage) Version() string { return "1" }
 // Streams: embedding batches fill as preprocess finishes lesions.
 func (st *Stage) Streams() bool { return true }
 
+// Sharding: a shard embeds its own lesions into embeddings/<model>/part-i-of-N.arrow
+// (pipeline.ShardAware).
+func (st *Stage) Sharding() pipeline.Sharding { return pipeline.ShardEach }
+
 // hashView is what decides the output: per model the fields that change its embeddings (the
 // recorded checksums, tensor names, dimension and preprocessing), and the batch-size override.
 // Device, threads, paths and the descriptive fields (title, licence, citation) do not change
@@ -105,6 +109,26 @@ type env struct {
 		Add(int64)
 	}
 	mem memory.Allocator
+	// shard is the process's shard; prepDir is preprocess's directory for it ("" means
+	// runDir/preprocess).
+	shard   pipeline.Shard
+	prepDir string
+}
+
+// tensorPath is where preprocess put a lesion's tensor for this process's shard.
+func (e env) tensorPath(model, lesionID string) string {
+	if e.prepDir == "" {
+		return TensorPath(e.runDir, model, lesionID)
+	}
+	return filepath.Join(e.prepDir, "tensors", model, lesionID+".npy")
+}
+
+// tablePath is the model's output: its table, or the shard's part of it.
+func (e env) tablePath(model string) string {
+	if e.shard.IsPart() {
+		return PartPath(e.runDir, model, e.shard)
+	}
+	return TablePath(e.runDir, model)
 }
 
 // Run embeds every lesion that arrives (or, without an upstream stage in the same run, every
@@ -114,6 +138,7 @@ func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 		runDir: sc.RunDir, dir: sc.Dir, configHash: sc.ConfigHash, resume: sc.Resume, workers: sc.Workers,
 		log: sc.Log, items: sc.Items, streamed: sc.In != nil, fail: sc.Fail, count: sc.Count,
 		progress: sc.Progress(0), mem: memory.DefaultAllocator,
+		shard: sc.Shard, prepDir: pipeline.ShardDir(sc.RunDir, pipeline.StagePreprocess, sc.Shard),
 	})
 }
 
@@ -125,6 +150,13 @@ func TensorPath(runDir, model, lesionID string) string {
 // TablePath is the final embeddings table of a model.
 func TablePath(runDir, model string) string {
 	return filepath.Join(runDir, "embeddings", model+".arrow")
+}
+
+// PartPath is a shard's part of a model's embeddings, embeddings/<model>/part-i-of-N.arrow:
+// the shard's lesions in lesion-table order, with the embed config hash (which includes N but
+// not i) in its metadata, so a merge can tell parts of different configs apart.
+func PartPath(runDir, model string, sh pipeline.Shard) string {
+	return filepath.Join(runDir, "embeddings", model, sh.PartName())
 }
 
 // model is one model being run.
@@ -155,6 +187,7 @@ func (st *Stage) run(ctx context.Context, e env) error {
 	if err != nil {
 		return pipeline.Haltf("embed: read lesions: %w", err)
 	}
+	lesions = pipeline.ShardOf(lesions, func(l tables.Lesion) string { return l.LesionID }, e.shard)
 	opts := st.s.runtimeOptions()
 	provider, err := st.rt.CheckDevice(opts)
 	if err != nil {
@@ -173,7 +206,7 @@ func (st *Stage) run(ctx context.Context, e env) error {
 		if err := os.RemoveAll(filepath.Join(e.dir, "parts")); err != nil {
 			return pipeline.Haltf("clear parts: %w", err)
 		}
-		if err := os.RemoveAll(filepath.Join(e.runDir, "embeddings")); err != nil {
+		if err := clearTables(e, specs); err != nil {
 			return pipeline.Haltf("clear embeddings: %w", err)
 		}
 	}
@@ -214,13 +247,13 @@ func (st *Stage) run(ctx context.Context, e env) error {
 		order[i] = l.LesionID
 	}
 	for _, m := range ms {
-		n, err := m.parts.assemble(TablePath(e.runDir, m.spec.Name), order, m.spec.EmbeddingDim,
+		n, err := m.parts.assemble(e.tablePath(m.spec.Name), order, m.spec.EmbeddingDim,
 			arrowio.Metadata(st.s.PipelineVersion, st.s.IDCVersion, e.configHash, m.md))
 		if err != nil {
 			return pipeline.Haltf("embed: write table of %s: %w", m.spec.Name, err)
 		}
 		e.count("embeddings", int64(n))
-		e.log.Info("embed: table written", "model", m.spec.Name, "rows", n, "path", TablePath(e.runDir, m.spec.Name))
+		e.log.Info("embed: table written", "model", m.spec.Name, "rows", n, "path", e.tablePath(m.spec.Name))
 	}
 	return nil
 }

@@ -71,6 +71,9 @@ func (st *Stage) Version() string { return Version }
 // Streams implements pipeline.Streamer: lesions go to preprocess as their slices arrive.
 func (st *Stage) Streams() bool { return true }
 
+// Sharding implements pipeline.ShardAware: a shard fetches its own lesions' slices.
+func (st *Stage) Sharding() pipeline.Sharding { return pipeline.ShardEach }
+
 type hashedSettings struct {
 	Source     string              `yaml:"source"`
 	CacheDir   string              `yaml:"cache_dir"`
@@ -217,6 +220,7 @@ func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 	if err != nil {
 		return pipeline.Haltf("read lesions: %w", err)
 	}
+	lesions = pipeline.ShardOf(lesions, func(l tables.Lesion) string { return l.LesionID }, sc.Shard)
 	instances, _, err := tables.ReadInstances(filepath.Join(sc.RunDir, pipeline.StageCohort, "instances.arrow"))
 	if err != nil {
 		return pipeline.Haltf("read instances: %w", err)

@@ -72,6 +72,9 @@ func (st *Stage) Version() string { return "1" }
 // Streams: lesions move on to embed as they finish.
 func (st *Stage) Streams() bool { return true }
 
+// Sharding: a shard preprocesses its own lesions (pipeline.ShardAware).
+func (st *Stage) Sharding() pipeline.Sharding { return pipeline.ShardEach }
+
 // Settings is what decides the output: the selected models' preprocessing and QC.
 func (st *Stage) Settings() any {
 	type named struct {
@@ -120,6 +123,7 @@ func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 	if err != nil {
 		return pipeline.Haltf("preprocess: read lesions: %w", err)
 	}
+	lesions = pipeline.ShardOf(lesions, func(l tables.Lesion) string { return l.LesionID }, sc.Shard)
 	instances, _, err := tables.ReadInstances(filepath.Join(sc.RunDir, "cohort", "instances.arrow"))
 	if err != nil {
 		return pipeline.Haltf("preprocess: read instances: %w", err)

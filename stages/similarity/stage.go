@@ -51,10 +51,14 @@ type env struct {
 // Run reads the embeddings, writes edges.arrow and agreement.arrow. Bad vectors are item
 // failures; inconsistent inputs halt.
 func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
-	return st.run(ctx, env{
+	e := env{
 		runDir: sc.RunDir, dir: sc.Dir, configHash: sc.ConfigHash, log: sc.Log,
 		fail: sc.Fail, count: sc.Count, progress: sc.Progress(0), mem: memory.DefaultAllocator,
-	})
+	}
+	if sc.Shard.Sharded() && len(st.s.Embeddings) == 0 {
+		return st.runSharded(ctx, sc, e) // shard.go
+	}
+	return st.run(ctx, e)
 }
 
 func (st *Stage) run(ctx context.Context, e env) error {
