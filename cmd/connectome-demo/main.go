@@ -12,13 +12,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
-
-	"golang.org/x/term"
 
 	"connectome/demo"
 	"connectome/demo/demorun"
@@ -71,7 +68,7 @@ Flags:
 		fmt.Fprintln(stderr, "connectome-demo: --patients must be at least 1")
 		return 2
 	}
-	log, p, err := newLogger(stderr, logLevel, progress)
+	log, p, err := pipeline.NewConsole(stderr, "text", logLevel, progress)
 	if err != nil {
 		fmt.Fprintln(stderr, "connectome-demo:", err)
 		return 2
@@ -108,37 +105,3 @@ func printResult(w io.Writer, res *demorun.Result) {
 	}
 	fmt.Fprintf(w, "\nOpen the connectome: file://%s\n", res.Report)
 }
-
-func newLogger(w io.Writer, level, progress string) (*slog.Logger, *pipeline.Progress, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	tty := false
-	if f, ok := w.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
-	}
-	bars, interval := false, 5*time.Second
-	switch progress {
-	case "auto":
-		bars = tty
-	case "bars":
-		bars = true
-	case "log":
-	case "none":
-		interval = 0
-	default:
-		return nil, nil, fmt.Errorf("--progress %q: want auto, bars, log or none", progress)
-	}
-	// The progress display needs the logger and the logger must print above the bars, so
-	// the handler writes through a switchable writer.
-	sw := &switchWriter{w: w}
-	l := slog.New(slog.NewTextHandler(sw, &slog.HandlerOptions{Level: lv}))
-	p := pipeline.NewProgress(w, bars, l, interval)
-	sw.w = p.Writer(w)
-	return l, p, nil
-}
-
-type switchWriter struct{ w io.Writer }
-
-func (s *switchWriter) Write(b []byte) (int, error) { return s.w.Write(b) }

@@ -10,15 +10,12 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
 
 	"connectome/assemble"
 	"connectome/config"
 	"connectome/models"
 	"connectome/pipeline"
 	"connectome/version"
-
-	"golang.org/x/term"
 )
 
 // stringList is a repeatable flag that also splits on commas.
@@ -196,49 +193,12 @@ type logger struct {
 }
 
 func newLogger(w io.Writer, format, level, progress string) (*logger, func(), error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	l, p, err := pipeline.NewConsole(w, format, level, progress)
+	if err != nil {
+		return nil, nil, err
 	}
-	tty := false
-	if f, ok := w.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
-	}
-	var bars bool
-	interval := 5 * time.Second
-	switch progress {
-	case "auto":
-		bars = tty && format == "text"
-	case "bars":
-		bars = true
-	case "log":
-	case "none":
-		interval = 0
-	default:
-		return nil, nil, fmt.Errorf("--progress %q: want auto, bars, log or none", progress)
-	}
-	// The progress display needs the logger and the logger must print above the bars, so
-	// the handler writes through a switchable writer.
-	sw := &switchWriter{w: w}
-	opts := &slog.HandlerOptions{Level: lv}
-	var h slog.Handler
-	switch format {
-	case "text":
-		h = slog.NewTextHandler(sw, opts)
-	case "json":
-		h = slog.NewJSONHandler(sw, opts)
-	default:
-		return nil, nil, fmt.Errorf("--log-format %q: want text or json", format)
-	}
-	l := slog.New(h)
-	p := pipeline.NewProgress(w, bars, l, interval)
-	sw.w = p.Writer(w)
 	return &logger{Logger: l, progress: p}, p.Close, nil
 }
-
-type switchWriter struct{ w io.Writer }
-
-func (s *switchWriter) Write(b []byte) (int, error) { return s.w.Write(b) }
 
 // onnxRuntimeVersion is the ONNX Runtime release the project pins (make deps).
 const onnxRuntimeVersion = "1.29.0"
