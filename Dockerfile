@@ -30,7 +30,8 @@ ENV ONNXRUNTIME_LIB=/opt/connectome/libonnxruntime.so
 COPY --from=build /out/connectome /usr/local/bin/connectome
 COPY configs/ configs/
 COPY weights/ weights/
-# Each task works in a local scratch copy; the run directory itself is on Cloud Storage or a
-# shared volume (see docs/sharding.md).
+# Each task works in a local copy (--work-dir) of a run directory in Cloud Storage
+# (--run-dir gs://BUCKET/PREFIX, credentials from the VM's or pod's service account), or on a
+# shared volume (see docs/sharding.md). configs/ is baked in: pass --config configs/<file>.
 ENTRYPOINT ["connectome"]
 CMD ["run", "--help"]

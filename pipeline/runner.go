@@ -68,6 +68,9 @@ type Options struct {
 	// Shard is this process's part of a sharded run (see Shard); the zero value is an
 	// unsharded run.
 	Shard Shard
+	// Remote, when set, is where the run directory really lives (a bucket); RunDir is then a
+	// local working copy that the runner syncs with it at stage boundaries (see Remote).
+	Remote Remote
 }
 
 // Marker is a stage's completion marker, written last.
@@ -261,7 +264,21 @@ func (r *Runner) Run(ctx context.Context) (*Summary, error) {
 			ConfigHash: r.hashes[i], Status: "not_selected"})
 	}
 
-	runErr := r.run(ctx)
+	var runErr error
+	pulled := false
+	if o.Remote != nil {
+		if err := o.Remote.Pull(ctx, r.pullFilter()); err == nil {
+			pulled = true
+		} else {
+			runErr = Haltf("pull run directory: %w", err)
+			if ctx.Err() != nil {
+				runErr = fmt.Errorf("%w: %v; resume with --resume", ErrInterrupted, context.Cause(ctx))
+			}
+		}
+	}
+	if runErr == nil {
+		runErr = r.run(ctx)
+	}
 
 	n, ferr := writeFailuresTable(o.RunDir, o.Shard, arrowio.Metadata(o.PipelineVersion, o.IDCVersion, "", nil))
 	if ferr != nil && runErr == nil {
@@ -289,8 +306,22 @@ func (r *Runner) Run(ctx context.Context) (*Summary, error) {
 	if err := r.writeManifest(); err != nil && runErr == nil {
 		runErr = Haltf("write manifest: %w", err)
 	}
+	if pulled {
+		// The manifest, the failures table and whatever an interrupted stage finished (with no
+		// marker: not done, but a resumed stage keeps its items). An interrupted run still
+		// pushes, within a bound, so a retry on another machine can resume.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalPushTimeout)
+		err := o.Remote.Push(pctx, "")
+		cancel()
+		if err != nil && runErr == nil {
+			runErr = Haltf("upload run directory: %w", err)
+		}
+	}
 	return sum, runErr
 }
+
+// finalPushTimeout bounds the upload at the end of a run, which also runs after an interrupt.
+const finalPushTimeout = 2 * time.Minute
 
 func (r *Runner) run(ctx context.Context) error {
 	o := r.opt
@@ -429,6 +460,11 @@ func (r *Runner) runStage(ctx, parent context.Context, i int, in <-chan Item, ou
 	if err := os.Remove(filepath.Join(dir, MarkerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return Haltf("remove old marker: %w", err)
 	}
+	if o.Remote != nil {
+		if err := o.Remote.Invalidate(ctx, r.relMarker(dir)); err != nil {
+			return Haltf("remove old marker object: %w", err)
+		}
+	}
 	started := time.Now().UTC()
 	if err := atomicfile.WriteBytes(filepath.Join(dir, startedFile), []byte(r.hashes[i]+"\n")); err != nil {
 		return Haltf("%w", err)
@@ -501,6 +537,17 @@ func (r *Runner) runStage(ctx, parent context.Context, i int, in <-chan Item, ou
 	b, _ := json.MarshalIndent(m, "", "  ")
 	if err := atomicfile.WriteBytes(filepath.Join(dir, MarkerFile), append(b, '\n')); err != nil {
 		return Haltf("%w", err)
+	}
+	if o.Remote != nil {
+		// Every file first, the marker object last: until it exists the stage is not done
+		// for any reader of the bucket.
+		if err := o.Remote.Push(ctx, r.relMarker(dir)); err != nil {
+			// Nor here: a resumed run must redo the upload, not skip the stage.
+			os.Remove(filepath.Join(dir, MarkerFile))
+			err = Haltf("upload stage %s: %w", s.Name(), err)
+			rec("failed", err)
+			return fmt.Errorf("stage %s: %w", s.Name(), err)
+		}
 	}
 	rec("done", nil)
 	o.Log.Info("stage done", "stage", s.Name(), "seconds", fmt.Sprintf("%.1f", m.DurationS), "counts", snap)

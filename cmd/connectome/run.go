@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -15,6 +16,7 @@ import (
 	"connectome/config"
 	"connectome/models"
 	"connectome/pipeline"
+	"connectome/rundir"
 	"connectome/version"
 )
 
@@ -42,6 +44,7 @@ type runFlags struct {
 	maxBytesBilled                      int64
 	shard                               string
 	shards                              int
+	workDir                             string
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -49,7 +52,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("connectome run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.config, "config", "configs/nlst-sybil.yaml", "pipeline config `FILE` (YAML; unknown keys are errors)")
-	fs.StringVar(&f.runDir, "run-dir", "", "run `DIR` for every output (overrides run_dir in the config)")
+	fs.StringVar(&f.runDir, "run-dir", "", "run `DIR` for every output (overrides run_dir in the config); gs://BUCKET/PREFIX keeps it in Cloud Storage, through a local working copy (--work-dir)")
+	fs.StringVar(&f.workDir, "work-dir", "", "local working copy `DIR` of a gs:// run dir (default: a directory named for the URL, and the shard, under the user cache dir: ~/.cache/connectome/runs/)")
 	fs.StringVar(&f.from, "from", "", "first `STAGE` to run; earlier stages must be complete in the run dir")
 	fs.StringVar(&f.to, "to", "", "last `STAGE` to run")
 	fs.StringVar(&f.only, "only", "", "run just this `STAGE`")
@@ -86,6 +90,8 @@ Sharded (docs/sharding.md): plan once, run N shards anywhere at once, then merge
   connectome run --config c.yaml --shards 8 --only cohort
   connectome run --config c.yaml --shards 8 --shard 3/8 --device cuda     (each of 0/8 … 7/8)
   connectome run --config c.yaml --shards 8                               (similarity + report)
+Any of them with --run-dir gs://BUCKET/PREFIX keeps the run directory in Cloud Storage: each
+process works on a local copy (--work-dir) and uploads a stage's files, then its marker, last.
 
 Flags:
 `)
@@ -146,6 +152,20 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 	if shard.Sharded() {
 		lg.Info("sharded run", "shard", shard.String(), "from", shardFrom)
 	}
+	// A run dir in Cloud Storage: the stages work on a local copy, synced at stage boundaries.
+	manifestCfg, runDirName := cfg, cfg.RunDir
+	var remote pipeline.Remote
+	if rundir.IsURL(cfg.RunDir) {
+		d, closeRemote, err := openRemote(ctx, cfg, f.workDir, shard)
+		if err != nil {
+			lg.Error("cannot open run directory", "err", err)
+			return pipeline.ExitCode(nil, err)
+		}
+		defer closeRemote()
+		d.Log = lg.Logger
+		lg.Info("run directory in Cloud Storage", "run_dir", d.URL.String(), "work_dir", d.Local)
+		remote, cfg.RunDir = d, d.Local
+	}
 	chain, err := assemble.Build(ctx, cfg, version.Pipeline, assemble.Endpoints{}, lg.Logger)
 	if err != nil {
 		lg.Error("cannot start", "err", err)
@@ -156,10 +176,11 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 		RunDir: cfg.RunDir, From: f.from, To: f.to, Only: f.only,
 		Resume: f.resume, RetryFailed: f.retryFailed, Workers: cfg.Workers,
 		Log: lg.Logger, Progress: lg.progress, PipelineVersion: version.Pipeline, IDCVersion: cfg.Cohort.IDCRelease,
-		Command: append([]string{"connectome", "run"}, args...), Config: cfg,
+		Command: append([]string{"connectome", "run"}, args...), Config: manifestCfg,
 		Versions: map[string]string{"pipeline": version.String(), "idc": cfg.Cohort.IDCRelease, "onnxruntime": onnxRuntimeVersion},
 		Models:   modelChecksums(chain.Registry),
 		Shard:    shard,
+		Remote:   remote,
 	})
 	if err != nil {
 		lg.Error("cannot run", "err", err)
@@ -169,15 +190,43 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 	code := pipeline.ExitCode(sum, err)
 	switch {
 	case errors.Is(err, pipeline.ErrInterrupted):
-		lg.Warn("stopped; continue with --resume", "run_dir", cfg.RunDir)
+		lg.Warn("stopped; continue with --resume", "run_dir", runDirName)
 	case err != nil:
 		lg.Error("run halted", "err", err)
 	case code == 3:
-		lg.Warn("run finished with item failures", "failures", sum.Failures, "table", cfg.RunDir+"/"+pipeline.FailuresName(shard))
+		lg.Warn("run finished with item failures", "failures", sum.Failures, "table", runDirName+"/"+pipeline.FailuresName(shard))
 	default:
-		lg.Info("run finished", "run_dir", cfg.RunDir)
+		lg.Info("run finished", "run_dir", runDirName)
 	}
 	return code
+}
+
+// openRemote opens a gs:// run dir with its working copy. The DICOM cache stays local when
+// it is the default <run>/dicom: large, per machine, and re-fetchable.
+//
+// The default working copy is per shard: shards run at once on one machine then never scan
+// (and upload) each other's unfinished files.
+func openRemote(ctx context.Context, cfg config.Config, workDir string, sh pipeline.Shard) (*rundir.Dir, func() error, error) {
+	u, err := rundir.ParseURL(cfg.RunDir)
+	if err != nil {
+		return nil, nil, &pipeline.UsageError{Msg: "--run-dir: " + err.Error()}
+	}
+	if workDir == "" {
+		if workDir, err = rundir.WorkDir(u); err != nil {
+			return nil, nil, err
+		}
+		if sh.IsPart() {
+			workDir = filepath.Join(workDir, sh.Name())
+		}
+	}
+	d, closeFn, err := rundir.Open(ctx, u, workDir, rundir.ClientOptions{})
+	if err != nil {
+		return nil, nil, pipeline.Haltf("%w", err)
+	}
+	if cfg.Fetch.CacheDir == "" {
+		d.Exclude = []string{"dicom"}
+	}
+	return d, closeFn, nil
 }
 
 func configOverrides(f runFlags) config.Overrides {
