@@ -353,20 +353,7 @@ func (st *Stage) mergeEdges(e env, n int) error {
 	e.count("models", int64(len(names)))
 	e.count("edges", int64(len(edges)))
 	e.count("merged_parts", int64(n))
-	md := arrowio.Metadata(st.s.PipelineVersion, st.s.IDCVersion, e.configHash, map[string]string{
-		"connectome.k":      strconv.Itoa(st.s.K),
-		"connectome.models": models,
-	})
-	if err := os.MkdirAll(e.dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", e.dir, err)
-	}
-	if err := tables.WriteEdges(filepath.Join(e.dir, "edges.arrow"), edges, md); err != nil {
-		return fmt.Errorf("write edges: %w", err)
-	}
-	if err := tables.WriteAgreement(filepath.Join(e.dir, "agreement.arrow"), agreement(names, closest, st.s.K), md); err != nil {
-		return fmt.Errorf("write agreement: %w", err)
-	}
-	return nil
+	return st.writeTables(e, models, edges, agreement(names, closest, st.s.K))
 }
 
 func mdValue(md arrow.Metadata, key string) string {

@@ -130,9 +130,14 @@ func (st *Stage) run(ctx context.Context, e env) error {
 	e.count("models", int64(len(names)))
 	e.count("edges", int64(len(edges)))
 
+	return st.writeTables(e, strings.Join(names, ","), edges, agreement(names, closest, st.s.K))
+}
+
+// writeTables writes edges.arrow and agreement.arrow into the stage directory.
+func (st *Stage) writeTables(e env, models string, edges []tables.Edge, agree []tables.Agreement) error {
 	md := arrowio.Metadata(st.s.PipelineVersion, st.s.IDCVersion, e.configHash, map[string]string{
 		"connectome.k":      strconv.Itoa(st.s.K),
-		"connectome.models": strings.Join(names, ","),
+		"connectome.models": models,
 	})
 	if err := os.MkdirAll(e.dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", e.dir, err)
@@ -140,7 +145,7 @@ func (st *Stage) run(ctx context.Context, e env) error {
 	if err := tables.WriteEdges(filepath.Join(e.dir, "edges.arrow"), edges, md); err != nil {
 		return fmt.Errorf("write edges: %w", err)
 	}
-	if err := tables.WriteAgreement(filepath.Join(e.dir, "agreement.arrow"), agreement(names, closest, st.s.K), md); err != nil {
+	if err := tables.WriteAgreement(filepath.Join(e.dir, "agreement.arrow"), agree, md); err != nil {
 		return fmt.Errorf("write agreement: %w", err)
 	}
 	return nil
