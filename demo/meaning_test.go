@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"connectome/repopath"
 	"math"
 	"path/filepath"
 	"slices"
@@ -15,7 +16,7 @@ import (
 // repoRoot is the directory holding go.mod.
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	root, err := onnxrt.RepoRoot(".")
+	root, err := repopath.Root(".")
 	if err != nil {
 		t.Fatal(err)
 	}

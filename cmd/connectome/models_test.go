@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"connectome/repopath"
 	"context"
 	"os"
 	"path/filepath"
@@ -14,7 +15,7 @@ import (
 // TestModelsCommand runs `connectome models` on the demo encoders: write-demo, list, verify,
 // and verify again after a model file was damaged.
 func TestModelsCommand(t *testing.T) {
-	root, err := onnxrt.RepoRoot(".")
+	root, err := repopath.Root(".")
 	if err != nil {
 		t.Fatal(err)
 	}

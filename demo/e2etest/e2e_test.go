@@ -6,6 +6,7 @@ package e2etest
 
 import (
 	"bytes"
+	"connectome/repopath"
 	"context"
 	"log/slog"
 	"math"
@@ -19,7 +20,6 @@ import (
 	"connectome/demo"
 	"connectome/demo/demorun"
 	"connectome/models"
-	"connectome/models/onnxrt"
 	"connectome/models/onnxrt/onnxrttest"
 	"connectome/pipeline"
 	"connectome/tables"
@@ -46,7 +46,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	env.Require(t)
 	env.Close()
 
-	root, err := onnxrt.RepoRoot(".")
+	root, err := repopath.Root(".")
 	if err != nil {
 		t.Fatal(err)
 	}

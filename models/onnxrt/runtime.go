@@ -9,6 +9,7 @@
 package onnxrt
 
 import (
+	"connectome/repopath"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,22 +42,6 @@ const (
 // ErrCUDAUnavailable is wrapped by every error that means "the CUDA provider cannot be used".
 var ErrCUDAUnavailable = errors.New("CUDA execution provider unavailable")
 
-// RepoRoot walks up from dir to the directory holding go.mod.
-func RepoRoot(dir string) (string, error) {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod above %s", dir)
-		}
-	}
-}
-
 // LibraryPath returns the absolute path of the ONNX Runtime library: $ONNXRUNTIME_LIB when set,
 // else DefaultLibrary under the repository that holds the working directory or, failing that,
 // the executable. The file is not required to exist (Init says so when it does not).
@@ -70,7 +55,7 @@ func LibraryPath() (string, error) {
 		starts = append(starts, filepath.Dir(exe))
 	}
 	for _, s := range starts {
-		root, err := RepoRoot(s)
+		root, err := repopath.Root(s)
 		if err != nil {
 			continue
 		}

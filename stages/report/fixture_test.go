@@ -1,6 +1,7 @@
 package report
 
 import (
+	"connectome/repopath"
 	"context"
 	"fmt"
 	"image"
@@ -65,7 +66,7 @@ func (f *fixture) write(t testing.TB, runDir string) {
 func testLibrary(t testing.TB) string {
 	t.Helper()
 	wd, _ := os.Getwd()
-	p := filepath.Join(repoRoot(wd), DefaultGraphLibrary)
+	p := filepath.Join(testRoot(t, wd), DefaultGraphLibrary)
 	if _, err := os.Stat(p); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("graph library missing (%v): run `make deps`", err)
@@ -201,4 +202,14 @@ func ctLikeImage(w, h int, seed uint64) image.Image {
 		}
 	}
 	return img
+}
+
+// testRoot is the repository root above wd.
+func testRoot(t testing.TB, wd string) string {
+	t.Helper()
+	root, err := repopath.Root(wd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
 }

@@ -28,7 +28,7 @@ import (
 func referenceDir(t testing.TB) string {
 	t.Helper()
 	wd, _ := os.Getwd()
-	dir := filepath.Join(repoRoot(wd), "..", "shared", "reference", "nlst-sybil-embeddings")
+	dir := filepath.Join(testRoot(t, wd), "..", "shared", "reference", "nlst-sybil-embeddings")
 	if _, err := os.Stat(filepath.Join(dir, "lesions.csv")); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("reference data missing: %v", err)
@@ -150,7 +150,7 @@ func TestReferencePage(t *testing.T) {
 	}
 	// Model information from the registry, as the CLI fills it.
 	wd, _ := os.Getwd()
-	reg, err := models.Load(filepath.Join(repoRoot(wd), "configs", "models.yaml"))
+	reg, err := models.Load(filepath.Join(testRoot(t, wd), "configs", "models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@
 package report
 
 import (
+	"connectome/repopath"
 	"context"
 	"errors"
 	"fmt"
@@ -154,7 +155,7 @@ func libraryCandidates(path string) []string {
 	}
 	out := []string{path}
 	if wd, err := os.Getwd(); err == nil {
-		if root := repoRoot(wd); root != "" {
+		if root, err := repopath.Root(wd); err == nil {
 			out = append(out, filepath.Join(root, path))
 		}
 	}
@@ -167,16 +168,4 @@ func libraryCandidates(path string) []string {
 		}
 	}
 	return out
-}
-
-// repoRoot returns the nearest directory at or above dir that holds go.mod, or "".
-func repoRoot(dir string) string {
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-		if filepath.Dir(d) == d {
-			return ""
-		}
-	}
 }
