@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"flag"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +41,7 @@ func TestDriver(t *testing.T) {
 		t.Fatal(err)
 	}
 	sec := time.Since(start).Seconds()
-	line, _ := json.Marshal(map[string]any{"seconds": sec, "n": shape[0], "dim": shape[1], "avx512": useAVX512, "avx2": useAVX2})
+	line, _ := json.Marshal(map[string]any{"seconds": sec, "n": shape[0], "dim": shape[1], "avx512": useAVX512, "avx2": useAVX2, "peak_mib": peakMiB()})
 	os.Stdout.Write(append([]byte("KNN_RESULT "), append(line, '\n')...))
 	if *driverOut != "" {
 		k := res.K
@@ -63,4 +65,23 @@ func TestDriver(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// peakMiB is this process's peak resident memory (VmHWM), or −1 where /proc has none. It is
+// read here rather than from the parent's wait4, whose ru_maxrss keeps the parent's own peak
+// across fork and exec.
+func peakMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err == nil {
+				return kb / 1024
+			}
+		}
+	}
+	return -1
 }

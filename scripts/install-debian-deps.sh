@@ -2,9 +2,10 @@
 # Installs the Debian packages the tests and the demo need, only those that are missing.
 #   chromium          the browser the report tests drive
 #   python3-numpy     NumPy references (preprocessing golden tests, similarity benchmark)
+#   libopenblas0-pthread  the BLAS NumPy must use for the similarity benchmark to mean anything
 #   python3-pydicom   the reference DICOM reader of ../shared/tools/patchref.py
 set -euo pipefail
-pkgs=(chromium python3-numpy python3-pydicom)
+pkgs=(chromium python3-numpy python3-pydicom libopenblas0-pthread)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
