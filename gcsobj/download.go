@@ -8,7 +8,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,6 +58,10 @@ type Downloader struct {
 	// BackoffBase and BackoffMax shape the wait before retry n: up to BackoffBase·2^(n−1),
 	// capped at BackoffMax, of which a random half is jitter (zero values: 200 ms, 10 s).
 	BackoffBase, BackoffMax time.Duration
+	// MaxRetryAfter caps the wait a server asks for with Retry-After on 429 and 503, which
+	// replaces the computed backoff (zero: 60 s). A wait that would outlast ctx's deadline
+	// is not started: the download fails at once with KindTimeout.
+	MaxRetryAfter time.Duration
 	// OnRetry, when set, is called before each retry wait (for counters and logs).
 	OnRetry func(bucket, key string, attempt int, err error)
 }
@@ -83,10 +89,19 @@ func (d *Downloader) Download(ctx context.Context, bucket, key, dst string, want
 		if !retry || attempt > d.Retries {
 			return Result{Attempts: attempt}, &Error{Kind: kind, Bucket: bucket, Key: key, Attempts: attempt, Err: err}
 		}
+		wait := d.backoff(attempt)
+		if ra, ok := RetryAfter(err, time.Now()); ok {
+			wait = min(ra, d.maxRetryAfter())
+			// Sleeping into a deadline only to fail then helps nobody; say why now.
+			if dl, has := ctx.Deadline(); has && time.Until(dl) < wait {
+				return Result{Attempts: attempt}, &Error{Kind: KindTimeout, Bucket: bucket, Key: key, Attempts: attempt,
+					Err: fmt.Errorf("server asks to retry after %v, past the object's deadline in %v: %w", ra, time.Until(dl).Round(time.Millisecond), err)}
+			}
+		}
 		if d.OnRetry != nil {
 			d.OnRetry(bucket, key, attempt, err)
 		}
-		t := time.NewTimer(d.backoff(attempt))
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -95,6 +110,51 @@ func (d *Downloader) Download(ctx context.Context, bucket, key, dst string, want
 		}
 	}
 }
+
+func (d *Downloader) maxRetryAfter() time.Duration {
+	if d.MaxRetryAfter > 0 {
+		return d.MaxRetryAfter
+	}
+	return defaultMaxRetryAfter
+}
+
+// RetryAfter returns the wait a 429 or 503 answer in err asks for with its Retry-After
+// header (delay-seconds or an HTTP-date, relative to now; a past date is 0). ok is false
+// when err carries no such answer or the header is absent or malformed. The storage client
+// returns reads' and metadata calls' HTTP errors as *googleapi.Error with the response
+// headers, so the header is reachable for both.
+func RetryAfter(err error, now time.Time) (wait time.Duration, ok bool) {
+	var ge *googleapi.Error
+	if !errors.As(err, &ge) || (ge.Code != 429 && ge.Code != 503) || ge.Header == nil {
+		return 0, false
+	}
+	return parseRetryAfter(ge.Header.Get("Retry-After"), now)
+}
+
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		// Beyond any cap anyway; avoids overflowing Duration.
+		if secs > maxRetryAfterSeconds {
+			secs = maxRetryAfterSeconds
+		}
+		return time.Duration(secs) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return max(t.Sub(now), 0), true
+}
+
+// maxRetryAfterSeconds bounds a parsed delay (a day): far above any sane cap, far below overflow.
+const maxRetryAfterSeconds = 86400
 
 func (d *Downloader) backoff(attempt int) time.Duration {
 	base, maxWait := d.BackoffBase, d.BackoffMax

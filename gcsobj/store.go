@@ -128,4 +128,6 @@ func mapNotFound(err error) error {
 const (
 	defaultBackoffBase = 200 * time.Millisecond
 	defaultBackoffMax  = 10 * time.Second
+	// defaultMaxRetryAfter caps a server's Retry-After.
+	defaultMaxRetryAfter = 60 * time.Second
 )

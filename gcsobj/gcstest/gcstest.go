@@ -39,6 +39,9 @@ const (
 type Fault struct {
 	Seq  []Action
 	Then Action
+	// RetryAfter, when set, is sent as the Retry-After header of 429 and 503 answers
+	// (delay-seconds or an HTTP-date, verbatim).
+	RetryAfter string
 }
 
 // Server is a fake GCS with a fault-injecting front.
@@ -153,9 +156,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	n := s.requests[key]
 	s.requests[key] = n + 1
 	s.total++
-	act := Pass
+	act, retryAfter := Pass, ""
 	if f := s.faults[key]; f != nil {
-		act = f.Then
+		act, retryAfter = f.Then, f.RetryAfter
 		if n < len(f.Seq) {
 			act = f.Seq[n]
 		}
@@ -175,6 +178,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case Status503, Status429, Status500:
 		code := map[Action]int{Status503: 503, Status429: 429, Status500: 500}[act]
 		w.Header().Set("Content-Type", "application/xml")
+		if retryAfter != "" && (code == 429 || code == 503) {
+			w.Header().Set("Retry-After", retryAfter)
+		}
 		w.WriteHeader(code)
 		fmt.Fprintf(w, "<?xml version='1.0' encoding='UTF-8'?><Error><Code>Injected</Code><Message>injected %d</Message></Error>", code)
 	case Stall:

@@ -43,6 +43,9 @@ type Stage struct {
 	freeBytes func(dir string) (uint64, error)
 	// backoffBase and backoffMax shape retry waits (zero: the downloader's defaults).
 	backoffBase, backoffMax time.Duration
+	// staleTempAge is the age past which temp files in the planned series directories
+	// are removed at the start (see removeStaleTemps); tests replace it.
+	staleTempAge time.Duration
 }
 
 // New returns the stage. store may be nil for source local; planner nil means PatchPlanner,
@@ -52,7 +55,8 @@ func New(s Settings, reg *models.Registry, store gcsobj.ObjectStore, planner Sli
 	if planner == nil {
 		planner = PatchPlanner{}
 	}
-	return &Stage{s: s, reg: reg, store: store, planner: planner, extra: []models.Preprocess{preprocess.QCCrop()}, freeBytes: statfsFree}
+	return &Stage{s: s, reg: reg, store: store, planner: planner, extra: []models.Preprocess{preprocess.QCCrop()}, freeBytes: statfsFree,
+		staleTempAge: defaultStaleTempAge}
 }
 
 // WithExtraCrops replaces the crops planned besides the models' (default: preprocess.QCCrop(), the QC patch preprocess reads too) with crops:
@@ -237,6 +241,13 @@ func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 		}
 		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 			return pipeline.Haltf("create DICOM cache %s: %w", cacheDir, err)
+		}
+		// A killed process (this run's earlier try, or another run sharing the cache)
+		// leaves its temp files behind; nothing else ever removes them.
+		n := removeStaleTemps(p, st.staleTempAge, time.Now(), log)
+		sc.Count("stale_temp_removed", int64(n))
+		if n > 0 {
+			log.Info("fetch: removed stale temp files from the cache", "files", n, "older_than", st.staleTempAge)
 		}
 	}
 	var missing, cached int

@@ -29,6 +29,7 @@ type Settings struct {
 	// STORAGE_EMULATOR_HOST when set, else Cloud Storage.
 	Endpoint string `yaml:"endpoint,omitempty" json:"endpoint,omitempty"`
 	// Retries is how often a failed object is retried (429, 5xx, resets, timeouts, bad checksum).
+	// A 429 or 503 with Retry-After waits what the server asks (at most 60 s) instead of the backoff.
 	Retries int `yaml:"retries" json:"retries"`
 	// ObjectTimeout bounds one attempt at one object, as a Go duration ("60s").
 	ObjectTimeout string `yaml:"object_timeout" json:"object_timeout"`
