@@ -3,18 +3,14 @@ package config
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"connectome/repopath/repotest"
 )
 
-func repoPath(rel string) string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", rel)
-}
-
 func TestShippedConfigsLoad(t *testing.T) {
-	matches, err := filepath.Glob(repoPath("configs/*.yaml"))
+	matches, err := filepath.Glob(repotest.File(t, "configs/*.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

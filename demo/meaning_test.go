@@ -1,7 +1,6 @@
 package demo
 
 import (
-	"connectome/repopath"
 	"math"
 	"path/filepath"
 	"slices"
@@ -11,17 +10,8 @@ import (
 	"connectome/models/onnx"
 	"connectome/models/onnxrt"
 	"connectome/models/onnxrt/onnxrttest"
+	"connectome/repopath/repotest"
 )
-
-// repoRoot is the directory holding go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	root, err := repopath.Root(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
 
 // phantomPatch samples the patient's anatomy (tumours, texture and scanner noise included) on
 // a model's grid around centre: the input the model would get, without the DICOM round trip,
@@ -137,7 +127,7 @@ func cosine(a, b []float32) float64 {
 // demo/e2etest.
 func TestDemoMapIsMeaningful(t *testing.T) {
 	rt := ortEnv.Require(t)
-	reg, err := models.Load(filepath.Join(repoRoot(t), "configs", "demo-models.yaml"))
+	reg, err := models.Load(repotest.File(t, "configs", "demo-models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,19 +1,14 @@
 package models
 
 import (
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"connectome/repopath/repotest"
 )
 
-func repoFile(t *testing.T, rel string) string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", rel)
-}
-
 func TestPublishedRegistry(t *testing.T) {
-	r, err := Load(repoFile(t, "configs/models.yaml"))
+	r, err := Load(repotest.File(t, "configs/models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

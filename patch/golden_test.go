@@ -6,35 +6,15 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"connectome/models"
+	"connectome/repopath/repotest"
 )
-
-// repoRoot walks up from the test's directory to the directory holding go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
 
 func loadRegistry(t testing.TB) *models.Registry {
 	t.Helper()
-	reg, err := models.Load(filepath.Join(repoRoot(t), "configs", "models.yaml"))
+	reg, err := models.Load(repotest.File(t, "configs", "models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,27 +15,14 @@ import (
 	"connectome/models"
 	"connectome/npy"
 	"connectome/patch"
+	"connectome/repopath/repotest"
 )
-
-func root(t testing.TB) string {
-	t.Helper()
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = filepath.Dir(dir)
-	}
-}
 
 // needPatchref returns the patchref.py directory, skipping (or failing under CI) when the
 // shared reference or Debian's python3-numpy/python3-pydicom is missing.
 func needPatchref(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(root(t), "..", "shared", "tools")
+	dir := repotest.Shared(t, "tools")
 	miss := func(why string) {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("patchref comparison cannot run: %s", why)
@@ -144,11 +131,11 @@ func ulps(a, b float32) int64 {
 
 func TestAgainstPatchref(t *testing.T) {
 	prDir := needPatchref(t)
-	reg, err := models.Load(filepath.Join(root(t), "configs", "models.yaml"))
+	reg, err := models.Load(repotest.File(t, "configs", "models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	driver := filepath.Join(root(t), "patch", "testdata", "patchref_driver.py")
+	driver := repotest.File(t, "patch", "testdata", "patchref_driver.py")
 	var worst int64
 	compared := 0
 	for _, rc := range refCases() {

@@ -12,6 +12,7 @@ import (
 
 	"connectome/dicomio/dicomsynth"
 	"connectome/pipeline"
+	"connectome/repopath/repotest"
 	"connectome/sr"
 	"connectome/tables"
 	"connectome/yamlconf"
@@ -223,26 +224,10 @@ func TestLabels(t *testing.T) {
 	}
 }
 
-// sharedDir finds ../shared from the module root.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared")
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = up
-	}
-}
-
 // The published export (734 records) read as a cohort file: the preset's last step keeps
 // the patients with exactly one record, the 289 of the published map.
 func TestFileSourcePublishedRecords(t *testing.T) {
-	path := filepath.Join(sharedDir(t), "reference", "nlst-sybil-embeddings", "lesions.csv")
+	path := repotest.Shared(t, "reference", "nlst-sybil-embeddings", "lesions.csv")
 	if _, err := os.Stat(path); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("reference data missing: %v", err)

@@ -8,6 +8,7 @@ import (
 
 	"connectome/models"
 	"connectome/pipeline"
+	"connectome/repopath/repotest"
 	"connectome/stages/preprocess"
 )
 
@@ -31,7 +32,7 @@ func BenchmarkFetchStage(b *testing.B) {
 		}
 		return reg
 	}
-	full, err := models.Load(repoFile(b, "configs/models.yaml"))
+	full, err := models.Load(repotest.File(b, "configs/models.yaml"))
 	if err != nil {
 		b.Fatal(err)
 	}

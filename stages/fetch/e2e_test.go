@@ -15,6 +15,7 @@ import (
 	"connectome/gcsobj/gcstest"
 	"connectome/models"
 	"connectome/pipeline"
+	"connectome/repopath/repotest"
 	"connectome/stages/fetch"
 	"connectome/stages/preprocess"
 	"connectome/tables"
@@ -24,7 +25,7 @@ import (
 // it reads for all 9 registry models and its QC patch, although fetch brought only a part of
 // each series. This is the check that the plan and preprocess agree.
 func TestFetchThenPreprocess(t *testing.T) {
-	root := repoRoot(t)
+	root := repotest.Root(t)
 	reg, err := models.Load(filepath.Join(root, "configs", "models.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -115,17 +116,4 @@ func TestFetchThenPreprocess(t *testing.T) {
 	}
 	t.Logf("fetched %d of %d slices (%d bytes of %d); preprocess counts %v", got, 2*nSlices,
 		fm.Counts["bytes_downloaded"], fm.Counts["bytes_whole_series"], m.Counts)
-}
-
-func repoRoot(t *testing.T) string {
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = filepath.Dir(dir)
-	}
 }

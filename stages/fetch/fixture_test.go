@@ -255,22 +255,3 @@ func failuresByItem(t testing.TB, runDir string) map[string]pipeline.Failure {
 }
 
 func containsStr(s, sub string) bool { return strings.Contains(s, sub) }
-
-// repoFile finds path relative to the repository root (the directory holding go.mod).
-func repoFile(t testing.TB, path string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, path)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}

@@ -10,6 +10,7 @@ import (
 
 	"connectome/models"
 	"connectome/patch"
+	"connectome/repopath/repotest"
 	"connectome/stages/preprocess"
 	"connectome/tables"
 )
@@ -36,7 +37,7 @@ func axialSeries(r *rand.Rand, n int, spacing, z0 float64, flip bool) []tables.I
 // The conservative window must contain the exact input box for every model, on every
 // geometry and seed, or the fallback would fetch too little.
 func TestWindowPlannerContainsExact(t *testing.T) {
-	reg, err := models.Load(repoFile(t, "configs/models.yaml"))
+	reg, err := models.Load(repotest.File(t, "configs/models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func TestPatchPlannerSize(t *testing.T) {
 		t.Errorf("slices %.1f..%.1f do not cover the seed %.1f ± 24 mm", zs[0], zs[len(zs)-1], seed[2])
 	}
 
-	full, _ := models.Load(repoFile(t, "configs/models.yaml"))
+	full, _ := models.Load(repotest.File(t, "configs/models.yaml"))
 	specs, _ := full.Select(nil)
 	les := tables.Lesion{LesionID: "x", CenterMM: seed}
 	sops, modelErrs, err := planLesion(PatchPlanner{}, series, les, cropsOf(specs, []models.Preprocess{preprocess.QCCrop()}))

@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"connectome/dicomio/dicomsynth"
 	"connectome/models"
 	"connectome/patch"
+	"connectome/repopath/repotest"
 	"connectome/stages/preprocess"
 )
 
@@ -66,7 +66,7 @@ func benchSeeds(n int) [][3]float64 {
 }
 
 func benchSpecs(tb testing.TB) []*models.Spec {
-	reg, err := models.Load(filepath.Join(root(tb), "configs", "models.yaml"))
+	reg, err := models.Load(repotest.File(tb, "configs", "models.yaml"))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -17,22 +17,10 @@ import (
 	"connectome/models"
 	"connectome/npy"
 	"connectome/pipeline"
+	"connectome/repopath/repotest"
 	"connectome/stages/preprocess"
 	"connectome/tables"
 )
-
-func root(t testing.TB) string {
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = filepath.Dir(dir)
-	}
-}
 
 func phantom(i, j, k int) float64 {
 	// a 6 mm-ish "tumour" of 40 HU in −850 HU lung
@@ -86,7 +74,7 @@ func writeSeries(t *testing.T, dir, uid string, s dicomsynth.Series, cache bool)
 }
 
 func TestStage(t *testing.T) {
-	reg, err := models.Load(filepath.Join(root(t), "configs", "models.yaml"))
+	reg, err := models.Load(repotest.File(t, "configs", "models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package report
 
 import (
-	"connectome/repopath"
 	"context"
 	"fmt"
 	"image"
@@ -16,6 +15,7 @@ import (
 	"connectome/arrowio"
 	"connectome/knn"
 	"connectome/pipeline"
+	"connectome/repopath/repotest"
 	"connectome/tables"
 )
 
@@ -65,8 +65,7 @@ func (f *fixture) write(t testing.TB, runDir string) {
 // tests need it: they fail under CI when it is missing and skip otherwise.
 func testLibrary(t testing.TB) string {
 	t.Helper()
-	wd, _ := os.Getwd()
-	p := filepath.Join(testRoot(t, wd), DefaultGraphLibrary)
+	p := repotest.File(t, DefaultGraphLibrary)
 	if _, err := os.Stat(p); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("graph library missing (%v): run `make deps`", err)
@@ -202,14 +201,4 @@ func ctLikeImage(w, h int, seed uint64) image.Image {
 		}
 	}
 	return img
-}
-
-// testRoot is the repository root above wd.
-func testRoot(t testing.TB, wd string) string {
-	t.Helper()
-	root, err := repopath.Root(wd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
 }

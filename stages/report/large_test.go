@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"connectome/stages/report/reporttest"
 )
 
 // interactionJS switches the view with the page's own controls and resolves, after the
@@ -44,30 +46,30 @@ func measurePage(t testing.TB, htmlPath string, n int, query string) timings {
 		t.Fatal(err)
 	}
 	tm.Bytes = st.Size()
-	b := newBrowser(t)
+	b := reporttest.New(t)
 	start := time.Now()
-	b.open(t, htmlPath, query)
+	b.Open(t, htmlPath, query)
 	tm.Load = time.Since(start) // navigation, parse, data decode, first paint
-	tm.Script = time.Duration(eval[float64](t, b, `__connectome.timings.script`) * float64(time.Millisecond))
+	tm.Script = time.Duration(reporttest.Eval[float64](t, b, `__connectome.timings.script`) * float64(time.Millisecond))
 	ms := func(js string) time.Duration {
-		return time.Duration(eval[float64](t, b, fmt.Sprintf(interactionJS, js)) * float64(time.Millisecond))
+		return time.Duration(reporttest.Eval[float64](t, b, fmt.Sprintf(interactionJS, js)) * float64(time.Millisecond))
 	}
 	tm.ModelSwitch = ms(`const s = document.getElementById('model'); s.value = '4'; s.dispatchEvent(new Event('change'));`)
 	tm.KindSwitch = ms(`document.getElementById('kind-farthest').click();`)
 	tm.FacetSwitch = ms(`const f = document.getElementById('facet'); f.value = 'stage'; f.dispatchEvent(new Event('change'));`)
 	tm.Select = ms(`document.querySelector('#search').value = 'L00010'; document.querySelector('#search-form').requestSubmit();`)
-	if got := eval[int](t, b, `__connectome.nodeCount()`); got != n {
+	if got := reporttest.Eval[int](t, b, `__connectome.nodeCount()`); got != n {
 		t.Errorf("drawn nodes %d, want %d", got, n)
 	}
-	if got := b.text(t, "#panel-title"); got != "L00010" {
+	if got := b.Text(t, "#panel-title"); got != "L00010" {
 		t.Errorf("selected %q, want L00010", got)
 	}
 	mode := strings.TrimPrefix(query, "render=")
 	if mode == "" {
 		mode = "auto"
 	}
-	keepScreenshot(t, b.screenshot(t, fmt.Sprintf("report-%d-%s.png", n, mode)))
-	b.checkClean(t)
+	keepScreenshot(t, b.Screenshot(t, fmt.Sprintf("report-%d-%s.png", n, mode)))
+	b.CheckClean(t)
 	return tm
 }
 

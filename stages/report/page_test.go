@@ -14,6 +14,8 @@ import (
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"connectome/stages/report/reporttest"
 )
 
 // edgeKeys returns "query→match#rank" for the fixture's edges of one view, sorted.
@@ -29,8 +31,8 @@ func edgeKeys(edges []tables.Edge, model, kind string) []string {
 }
 
 // drawnKeys returns the same keys for the edges the chart currently draws.
-func drawnKeys(t testing.TB, b *browser) []string {
-	rows := eval[[][]any](t, b, `__connectome.edges()`)
+func drawnKeys(t testing.TB, b *reporttest.Browser) []string {
+	rows := reporttest.Eval[[][]any](t, b, `__connectome.edges()`)
 	out := make([]string, len(rows))
 	for i, r := range rows {
 		out[i] = fmt.Sprintf("%v→%v#%v", r[0], r[1], r[2])
@@ -49,12 +51,12 @@ func TestPageInBrowser(t *testing.T) {
 	f.write(t, runDir)
 	htmlPath := runStage(t, runDir, testSettings(t))
 
-	b := newBrowser(t)
-	b.open(t, htmlPath, "")
+	b := reporttest.New(t)
+	b.Open(t, htmlPath, "")
 
 	// Node count equals the lesion table; the first model's closest edges are drawn.
-	nodes := eval[int](t, b, `__connectome.nodeCount()`)
-	stat := eval[int](t, b, `Number(document.getElementById('stats').dataset.nodes)`)
+	nodes := reporttest.Eval[int](t, b, `__connectome.nodeCount()`)
+	stat := reporttest.Eval[int](t, b, `Number(document.getElementById('stats').dataset.nodes)`)
 	if nodes != len(f.lesions) || stat != len(f.lesions) {
 		t.Errorf("drawn nodes %d, stats %d, want %d", nodes, stat, len(f.lesions))
 	}
@@ -63,7 +65,7 @@ func TestPageInBrowser(t *testing.T) {
 	}
 
 	// Switching the model changes the edges to that model's.
-	b.choose(t, "#model", "1")
+	b.Choose(t, "#model", "1")
 	got := drawnKeys(t, b)
 	if want := edgeKeys(f.edges, "ModelB", "closest"); !slices.Equal(got, want) {
 		t.Errorf("after model switch: edges are not ModelB's closest")
@@ -73,30 +75,30 @@ func TestPageInBrowser(t *testing.T) {
 	}
 
 	// The farthest toggle draws the farthest edges, and back.
-	b.click(t, "#kind-farthest")
+	b.Click(t, "#kind-farthest")
 	if got, want := drawnKeys(t, b), edgeKeys(f.edges, "ModelB", "farthest"); !slices.Equal(got, want) {
 		t.Errorf("farthest toggle: edges are not ModelB's farthest")
 	}
-	pressed := eval[string](t, b, `document.getElementById('kind-farthest').getAttribute('aria-pressed')`)
+	pressed := reporttest.Eval[string](t, b, `document.getElementById('kind-farthest').getAttribute('aria-pressed')`)
 	if pressed != "true" {
 		t.Errorf("farthest button aria-pressed = %q", pressed)
 	}
-	b.click(t, "#kind-closest")
+	b.Click(t, "#kind-closest")
 
 	// Clicking a node opens its panel with its matches, in rank order, and who lists it.
-	node := eval[int](t, b, isolatedNodeJS)
+	node := reporttest.Eval[int](t, b, isolatedNodeJS)
 	if node < 0 {
 		t.Fatal("no isolated node found to click")
 	}
-	b.clickNode(t, node)
+	clickNode(t, b, node)
 	id := f.lesions[node].LesionID
-	b.do(t, chromedp.WaitVisible(chromedp.CSS("#panel")))
-	title := b.text(t, "#panel-title")
+	b.Do(t, chromedp.WaitVisible(chromedp.CSS("#panel")))
+	title := b.Text(t, "#panel-title")
 	if title != id {
 		t.Fatalf("clicked node %d (%s): panel shows %q", node, id, title)
 	}
-	out := eval[[]string](t, b, `[...document.querySelectorAll('table.out-matches button')].map(b => b.textContent)`)
-	in := eval[[]string](t, b, `[...document.querySelectorAll('table.in-matches button')].map(b => b.textContent)`)
+	out := reporttest.Eval[[]string](t, b, `[...document.querySelectorAll('table.out-matches button')].map(b => b.textContent)`)
+	in := reporttest.Eval[[]string](t, b, `[...document.querySelectorAll('table.in-matches button')].map(b => b.textContent)`)
 	var wantOut, wantIn []string
 	for r := int32(1); r <= 5; r++ {
 		for _, e := range f.edges {
@@ -118,11 +120,11 @@ func TestPageInBrowser(t *testing.T) {
 	if !slices.Equal(in, wantIn) {
 		t.Errorf("incoming matches %v, want %v", in, wantIn)
 	}
-	pct := b.text(t, "table.out-matches tr:nth-child(2) td.pct")
+	pct := b.Text(t, "table.out-matches tr:nth-child(2) td.pct")
 	if !strings.HasSuffix(pct, "%") {
 		t.Errorf("similarity cell %q", pct)
 	}
-	href := eval[string](t, b, `document.getElementById('viewer-link').getAttribute('href')`)
+	href := reporttest.Eval[string](t, b, `document.getElementById('viewer-link').getAttribute('href')`)
 	l := f.lesions[node]
 	wantHref := "https://viewer.imaging.datacommons.cancer.gov/v3/viewer/?StudyInstanceUIDs=" + l.StudyInstanceUID +
 		"&SeriesInstanceUIDs=" + l.SeriesInstanceUID + "," + l.SRSeriesInstanceUID
@@ -131,8 +133,8 @@ func TestPageInBrowser(t *testing.T) {
 	}
 
 	// The URL now names the view; loading it restores the same view.
-	b.choose(t, "#facet", "stage")
-	loc := eval[string](t, b, `location.href`)
+	b.Choose(t, "#facet", "stage")
+	loc := reporttest.Eval[string](t, b, `location.href`)
 	u, err := url.Parse(loc)
 	if err != nil {
 		t.Fatal(err)
@@ -141,12 +143,12 @@ func TestPageInBrowser(t *testing.T) {
 	if q.Get("model") != "ModelB" || q.Get("kind") != "closest" || q.Get("facet") != "stage" || q.Get("node") != id {
 		t.Errorf("URL %q does not name the view", loc)
 	}
-	shot := b.screenshot(t, "report-page.png")
+	shot := b.Screenshot(t, "report-page.png")
 	keepScreenshot(t, shot)
 
-	b2 := newBrowser(t)
-	b2.open(t, htmlPath, "model=ModelC&kind=farthest&facet=sex&node="+url.QueryEscape(f.lesions[3].LesionID))
-	st := eval[struct {
+	b2 := reporttest.New(t)
+	b2.Open(t, htmlPath, "model=ModelC&kind=farthest&facet=sex&node="+url.QueryEscape(f.lesions[3].LesionID))
+	st := reporttest.Eval[struct {
 		Model  int    `json:"model"`
 		Kind   string `json:"kind"`
 		Facet  string `json:"facet"`
@@ -166,36 +168,36 @@ func TestPageInBrowser(t *testing.T) {
 		t.Errorf("edges after URL load are not ModelC farthest")
 	}
 	// Lesion 3 has a QC preview: the panel shows it from the embedded data.
-	if src := eval[string](t, b2, `(document.querySelector('#panel img.preview') || {}).src || ''`); !strings.HasPrefix(src, "data:image/png;base64,") {
+	if src := reporttest.Eval[string](t, b2, `(document.querySelector('#panel img.preview') || {}).src || ''`); !strings.HasPrefix(src, "data:image/png;base64,") {
 		t.Errorf("preview src %.40q", src)
 	}
-	keepScreenshot(t, b2.screenshot(t, "report-page-url.png"))
+	keepScreenshot(t, b2.Screenshot(t, "report-page-url.png"))
 
 	// Search finds a patient id and selects its lesion.
-	b2.do(t, chromedp.SendKeys(chromedp.CSS("#search"), f.lesions[7].PatientID+"\r"))
-	title = b2.text(t, "#panel-title")
+	b2.Do(t, chromedp.SendKeys(chromedp.CSS("#search"), f.lesions[7].PatientID+"\r"))
+	title = b2.Text(t, "#panel-title")
 	if title != f.lesions[7].LesionID {
 		t.Errorf("search %s: panel shows %q", f.lesions[7].PatientID, title)
 	}
-	legend := eval[[]string](t, b2, `[...document.querySelectorAll('#legend .item span:nth-child(2)')].map(s => s.textContent)`)
+	legend := reporttest.Eval[[]string](t, b2, `[...document.querySelectorAll('#legend .item span:nth-child(2)')].map(s => s.textContent)`)
 	if !slices.Equal(legend, []string{"Female", "Male"}) && !slices.Equal(legend, []string{"Male", "Female"}) {
 		t.Errorf("sex legend %v", legend)
 	}
 
 	// The model dialog and the agreement heatmap open and show every model.
-	b2.click(t, "#model-info-btn")
-	rows := eval[int](t, b2, `document.querySelectorAll('#model-table tr').length`)
+	b2.Click(t, "#model-info-btn")
+	rows := reporttest.Eval[int](t, b2, `document.querySelectorAll('#model-table tr').length`)
 	if rows != 1+3 {
 		t.Errorf("model table rows %d, want 4", rows)
 	}
-	eval[chromedp.Void](t, b2, `document.getElementById('model-dialog').close()`)
-	b2.click(t, "#agreement-btn")
-	cells := eval[[]string](t, b2, `[...document.querySelectorAll('#agreement-table td.cell')].map(c => c.textContent)`)
+	reporttest.Eval[chromedp.Void](t, b2, `document.getElementById('model-dialog').close()`)
+	b2.Click(t, "#agreement-btn")
+	cells := reporttest.Eval[[]string](t, b2, `[...document.querySelectorAll('#agreement-table td.cell')].map(c => c.textContent)`)
 	if len(cells) != 9 || cells[0] != "1.00" {
 		t.Errorf("agreement cells %v", cells)
 	}
-	b.checkClean(t)
-	b2.checkClean(t)
+	b.CheckClean(t)
+	b2.CheckClean(t)
 }
 
 // TestPageEdgesOnly is `connectome run --from similarity --embeddings FILE`: no cohort and
@@ -206,9 +208,9 @@ func TestPageEdgesOnly(t *testing.T) {
 	runDir := t.TempDir()
 	f.write(t, runDir)
 	htmlPath := runStage(t, runDir, testSettings(t))
-	b := newBrowser(t)
-	b.open(t, htmlPath, "")
-	res := eval[struct {
+	b := reporttest.New(t)
+	b.Open(t, htmlPath, "")
+	res := reporttest.Eval[struct {
 		Nodes    int      `json:"nodes"`
 		Disabled []bool   `json:"disabled"`
 		Legend   string   `json:"legend"`
@@ -229,13 +231,13 @@ func TestPageEdgesOnly(t *testing.T) {
 	if got, want := drawnKeys(t, b), edgeKeys(f.edges, "ModelA", "closest"); !slices.Equal(got, want) {
 		t.Errorf("edges-only page does not draw ModelA closest")
 	}
-	b.do(t, chromedp.SendKeys(chromedp.CSS("#search"), "L00004\r"))
-	title := b.text(t, "#panel-title")
-	viewer := eval[int](t, b, `document.querySelectorAll('#viewer-link').length`)
+	b.Do(t, chromedp.SendKeys(chromedp.CSS("#search"), "L00004\r"))
+	title := b.Text(t, "#panel-title")
+	viewer := reporttest.Eval[int](t, b, `document.querySelectorAll('#viewer-link').length`)
 	if title != "L00004" || viewer != 0 {
 		t.Errorf("panel %q, viewer links %d (want none without lesions table)", title, viewer)
 	}
-	b.checkClean(t)
+	b.CheckClean(t)
 }
 
 // TestPageHostileStrings puts markup in ids, clinical labels and a model name: it must show
@@ -287,29 +289,29 @@ func TestPageHostileStrings(t *testing.T) {
 		t.Fatal("hostile markup appears unescaped in the HTML")
 	}
 
-	b := newBrowser(t)
-	if _, err := chromedp.Call(b.ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+	b := reporttest.New(t)
+	if _, err := chromedp.Call(b.Ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
 		Source: `window.__pwned = []; for (const f of ['alert','confirm','prompt']) window[f] = (x) => window.__pwned.push(f + ':' + x);`,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	b.open(t, htmlPath, "facet=race&node="+url.QueryEscape(f.lesions[0].LesionID))
-	title := b.text(t, "#panel-title")
+	b.Open(t, htmlPath, "facet=race&node="+url.QueryEscape(f.lesions[0].LesionID))
+	title := b.Text(t, "#panel-title")
 	if title != f.lesions[0].LesionID {
 		t.Errorf("panel title %q, want the hostile id as text", title)
 	}
-	b.hoverNode(t, 0)
+	hoverNode(t, b, 0)
 	time.Sleep(300 * time.Millisecond)
-	tip := eval[string](t, b, `[...document.querySelectorAll('.tt')].map(e => e.textContent).join(' ')`)
-	b.click(t, "#model-info-btn")
-	cite := eval[string](t, b, `document.querySelector('#model-table textarea') ? document.querySelector('#model-table textarea').value : ''`)
-	eval[chromedp.Void](t, b, `document.getElementById('model-dialog').close()`)
-	b.click(t, "#agreement-btn")
-	eval[chromedp.Void](t, b, `document.getElementById('agreement-dialog').close()`)
-	b.choose(t, "#model", "1")
+	tip := reporttest.Eval[string](t, b, `[...document.querySelectorAll('.tt')].map(e => e.textContent).join(' ')`)
+	b.Click(t, "#model-info-btn")
+	cite := reporttest.Eval[string](t, b, `document.querySelector('#model-table textarea') ? document.querySelector('#model-table textarea').value : ''`)
+	reporttest.Eval[chromedp.Void](t, b, `document.getElementById('model-dialog').close()`)
+	b.Click(t, "#agreement-btn")
+	reporttest.Eval[chromedp.Void](t, b, `document.getElementById('agreement-dialog').close()`)
+	b.Choose(t, "#model", "1")
 	time.Sleep(200 * time.Millisecond)
 
-	res := eval[struct {
+	res := reporttest.Eval[struct {
 		Pwned    []string `json:"pwned"`
 		Imgs     int      `json:"imgs"`
 		Svgs     int      `json:"svgs"`
@@ -348,6 +350,6 @@ func TestPageHostileStrings(t *testing.T) {
 	if cite != evil {
 		t.Errorf("citation %q", cite)
 	}
-	b.screenshot(t, "report-hostile.png")
-	b.checkClean(t)
+	b.Screenshot(t, "report-hostile.png")
+	b.CheckClean(t)
 }

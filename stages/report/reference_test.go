@@ -17,6 +17,8 @@ import (
 	"connectome/models"
 	"connectome/npy"
 	"connectome/pipeline"
+	"connectome/repopath/repotest"
+	"connectome/stages/report/reporttest"
 	"connectome/stages/similarity"
 	"connectome/tables"
 
@@ -27,8 +29,7 @@ import (
 // The data is needed: a missing copy fails the test under CI and skips it otherwise.
 func referenceDir(t testing.TB) string {
 	t.Helper()
-	wd, _ := os.Getwd()
-	dir := filepath.Join(testRoot(t, wd), "..", "shared", "reference", "nlst-sybil-embeddings")
+	dir := repotest.Shared(t, "reference", "nlst-sybil-embeddings")
 	if _, err := os.Stat(filepath.Join(dir, "lesions.csv")); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("reference data missing: %v", err)
@@ -149,8 +150,7 @@ func TestReferencePage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Model information from the registry, as the CLI fills it.
-	wd, _ := os.Getwd()
-	reg, err := models.Load(filepath.Join(testRoot(t, wd), "configs", "models.yaml"))
+	reg, err := models.Load(repotest.File(t, "configs", "models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,44 +183,44 @@ func TestReferencePage(t *testing.T) {
 	}
 	t.Logf("page: %d bytes", st.Size())
 
-	b := newBrowser(t)
-	b.open(t, htmlPath, "model=PASTA&facet=cancer")
-	if n := eval[int](t, b, `__connectome.nodeCount()`); n != 289 {
+	b := reporttest.New(t)
+	b.Open(t, htmlPath, "model=PASTA&facet=cancer")
+	if n := reporttest.Eval[int](t, b, `__connectome.nodeCount()`); n != 289 {
 		t.Errorf("drawn nodes %d, want 289", n)
 	}
 	for _, m := range []string{"PASTA", "CTFM", "VISTA3D"} {
 		idx := slices.Index(referenceModels, m)
-		b.choose(t, "#model", strconv.Itoa(idx))
+		b.Choose(t, "#model", strconv.Itoa(idx))
 		if got, want := drawnKeys(t, b), edgeKeys(f.edges, m, "closest"); !slices.Equal(got, want) {
 			t.Errorf("%s: drawn edges differ from the computed lists (%d vs %d)", m, len(got), len(want))
 		}
 	}
-	b.choose(t, "#model", strconv.Itoa(slices.Index(referenceModels, "PASTA")))
-	legend := eval[[]string](t, b, `[...document.querySelectorAll('#legend .item span:nth-child(2)')].map(s => s.textContent)`)
+	b.Choose(t, "#model", strconv.Itoa(slices.Index(referenceModels, "PASTA")))
+	legend := reporttest.Eval[[]string](t, b, `[...document.querySelectorAll('#legend .item span:nth-child(2)')].map(s => s.textContent)`)
 	if !slices.Contains(legend, "Adenocarcinoma") || !slices.Contains(legend, "Squamous cell") {
 		t.Errorf("cancer legend %v", legend)
 	}
-	node := eval[int](t, b, isolatedNodeJS)
-	b.clickNode(t, node)
-	if got := b.text(t, "#panel-title"); got != f.lesions[node].LesionID {
+	node := reporttest.Eval[int](t, b, isolatedNodeJS)
+	clickNode(t, b, node)
+	if got := b.Text(t, "#panel-title"); got != f.lesions[node].LesionID {
 		t.Errorf("clicked %s, panel shows %s", f.lesions[node].LesionID, got)
 	}
-	b.click(t, "#model-info-btn")
-	cites := eval[[]string](t, b, `[...document.querySelectorAll('#model-table textarea.cite')].map(a => a.value)`)
-	links := eval[[]string](t, b, `[...document.querySelectorAll('#model-table a')].map(a => a.href)`)
+	b.Click(t, "#model-info-btn")
+	cites := reporttest.Eval[[]string](t, b, `[...document.querySelectorAll('#model-table textarea.cite')].map(a => a.value)`)
+	links := reporttest.Eval[[]string](t, b, `[...document.querySelectorAll('#model-table a')].map(a => a.href)`)
 	if len(cites) != 6 || !strings.Contains(cites[1], "Vision Foundation Models for Computed Tomography") || len(links) != 6 {
 		t.Errorf("model dialog: citations %q, links %q", cites, links)
 	}
-	eval[chromedp.Void](t, b, `document.getElementById('model-dialog').close()`)
-	b.click(t, "#agreement-btn")
-	cells := eval[[]string](t, b, `[...document.querySelectorAll('#agreement-table td.cell')].map(c => c.textContent)`)
-	src := b.text(t, "#agreement-source")
+	reporttest.Eval[chromedp.Void](t, b, `document.getElementById('model-dialog').close()`)
+	b.Click(t, "#agreement-btn")
+	cells := reporttest.Eval[[]string](t, b, `[...document.querySelectorAll('#agreement-table td.cell')].map(c => c.textContent)`)
+	src := b.Text(t, "#agreement-source")
 	if len(cells) != 36 || cells[0] != "1.00" || !strings.Contains(src, "agreement.arrow") {
 		t.Errorf("agreement heatmap: %d cells (first %v), source %q", len(cells), cells[:min(1, len(cells))], src)
 	}
-	shot := b.screenshot(t, "report-reference-289.png")
+	shot := b.Screenshot(t, "report-reference-289.png")
 	keepScreenshot(t, shot)
-	b.checkClean(t)
+	b.CheckClean(t)
 }
 
 // BenchmarkStageReference times the whole stage (read tables, six layouts, render) on the

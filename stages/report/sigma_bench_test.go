@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"connectome/stages/report/reporttest"
 )
 
 // BenchmarkSigmaVsECharts draws the same precomputed 5 000-node map with sigma.js +
@@ -97,14 +99,14 @@ window.__switch = (vi) => new Promise((resolve) => {
 	fh.Close()
 
 	for b.Loop() {
-		sb := newBrowser(b)
+		sb := reporttest.New(b)
 		start := time.Now()
-		sb.open(b, sigmaPage, "")
-		sb.eval0(b)
+		sb.Open(b, sigmaPage, "")
+		firstFrame(b, sb)
 		sLoad := time.Since(start)
-		sSwitch := time.Duration(eval[float64](b, sb, `__switch(4)`) * float64(time.Millisecond))
-		sb.checkClean(b)
-		keepScreenshot(b, sb.screenshot(b, "report-5000-sigma.png"))
+		sSwitch := time.Duration(reporttest.Eval[float64](b, sb, `__switch(4)`) * float64(time.Millisecond))
+		sb.CheckClean(b)
+		keepScreenshot(b, sb.Screenshot(b, "report-5000-sigma.png"))
 
 		e := measurePage(b, echartsPage, n, "render=large")
 		b.Logf("5000 nodes, sigma.js 4.0.4 + graphology 0.26.0: load+first render %v, model switch %v", sLoad.Round(time.Millisecond), sSwitch.Round(time.Millisecond))
@@ -117,7 +119,7 @@ window.__switch = (vi) => new Promise((resolve) => {
 	}
 }
 
-// eval0 waits for sigma's first frame (two animation frames after construction).
-func (b *browser) eval0(t testing.TB) {
-	eval[float64](t, b, `new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(0))))`)
+// firstFrame waits for sigma's first frame (two animation frames after construction).
+func firstFrame(t testing.TB, b *reporttest.Browser) {
+	reporttest.Eval[float64](t, b, `new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(0))))`)
 }

@@ -12,27 +12,9 @@ import (
 	"testing"
 
 	"connectome/npy"
+	"connectome/repopath/repotest"
 	"connectome/tables"
 )
-
-// sharedDir is ../shared next to the repository root (the directory holding go.mod).
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
 
 // refModels are the models of shared/reference/nlst-sybil-embeddings.
 var refModels = []string{"CTClipVit", "CTFM", "Merlin", "PASTA", "SUPREME", "VISTA3D"}
@@ -41,7 +23,7 @@ var refModels = []string{"CTClipVit", "CTFM", "Merlin", "PASTA", "SUPREME", "VIS
 // (row-major, in the order of ids).
 func loadReference(t *testing.T) (ids []string, vecs map[string][]float32, dims map[string]int) {
 	t.Helper()
-	dir := filepath.Join(sharedDir(t), "reference", "nlst-sybil-embeddings")
+	dir := repotest.Shared(t, "reference", "nlst-sybil-embeddings")
 	f, err := os.Open(filepath.Join(dir, "lesions.csv"))
 	if err != nil {
 		if os.Getenv("CI") != "" {
