@@ -529,3 +529,28 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// preflightStage wraps a stage with a Preflight that fails.
+type preflightStage struct {
+	*sumStage
+	err error
+}
+
+func (p *preflightStage) Preflight(context.Context) error { return p.err }
+
+func TestPreflightFailureStopsBeforeAnyStage(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPipeline(5, 1)
+	stages := []Stage{p.list, p.square, &preflightStage{sumStage: p.sum, err: errors.New("no CUDA provider")}}
+	r, err := NewRunner(stages, Options{RunDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := r.Run(context.Background())
+	if code := ExitCode(sum, err); code != 1 || !strings.Contains(err.Error(), "stage preprocess (checked before the run): no CUDA provider") {
+		t.Fatalf("exit %d, err %v", code, err)
+	}
+	if p.runs[0].Load() != 0 || p.runs[1].Load() != 0 {
+		t.Fatalf("stages ran before the failed preflight: cohort %d, fetch %d", p.runs[0].Load(), p.runs[1].Load())
+	}
+}

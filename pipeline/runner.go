@@ -37,6 +37,11 @@ type Streamer interface{ Streams() bool }
 // when it says so (similarity fed with --embeddings files).
 type SelfContained interface{ SelfContained() bool }
 
+// Preflighter is implemented by a stage that can find a problem that would halt it (no CUDA
+// provider, a missing model file) before any stage runs, so that a run does not query, download
+// and crop for hours only to stop at that stage.
+type Preflighter interface{ Preflight(ctx context.Context) error }
+
 // UsageError is a command-line mistake (exit status 2).
 type UsageError struct{ Msg string }
 
@@ -382,6 +387,18 @@ func (r *Runner) run(ctx context.Context) error {
 		upstreamRan = true
 		r.setStatus(i, "pending", nil)
 		torun = append(torun, i)
+	}
+
+	for _, i := range torun {
+		if p, ok := r.stages[i].(Preflighter); ok {
+			if err := p.Preflight(ctx); err != nil {
+				r.setStatus(i, "failed", nil)
+				if IsHalt(err) {
+					return fmt.Errorf("stage %s (checked before the run): %w", r.stages[i].Name(), err)
+				}
+				return Haltf("stage %s (checked before the run): %w", r.stages[i].Name(), err)
+			}
+		}
 	}
 
 	// Consecutive streaming stages run together as one segment.

@@ -172,6 +172,34 @@ type model struct {
 	md      map[string]string // table metadata beyond the standard keys
 }
 
+// Preflight checks, before any stage of the run starts, what would halt this one later: the
+// settings, the models, each model's ONNX file being there, and (for --device cuda) that the
+// CUDA provider loads. Checksums and signatures are checked when the stage runs.
+func (st *Stage) Preflight(ctx context.Context) error {
+	if err := st.s.Validate(); err != nil {
+		return pipeline.Haltf("%w", err)
+	}
+	if st.reg == nil || st.rt == nil {
+		return pipeline.Haltf("embed: no model registry or ONNX Runtime given")
+	}
+	specs, err := st.reg.Select(st.s.Models)
+	if err != nil {
+		return pipeline.Haltf("embed: %w", err)
+	}
+	for _, spec := range specs {
+		path := filepath.Join(st.s.ModelsDir, spec.ONNX)
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return pipeline.Haltf("embed: model %s: ONNX file %s is missing; %s", spec.Name, path, exportHint(spec))
+		}
+	}
+	if st.s.Device == onnxrt.DeviceCUDA {
+		if _, err := st.rt.CheckDevice(st.s.runtimeOptions()); err != nil {
+			return pipeline.Haltf("embed: %w", err)
+		}
+	}
+	return nil
+}
+
 func (st *Stage) run(ctx context.Context, e env) error {
 	if err := st.s.Validate(); err != nil {
 		return pipeline.Haltf("%w", err)

@@ -606,3 +606,29 @@ func TestOutputDimCheckedAtRun(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestPreflight: the problems that would halt embed are found before the run starts.
+func TestPreflight(t *testing.T) {
+	rt := ortEnv.Require(t)
+	f := newFixture(t, 2)
+	if err := New(f.settings(0), f.reg, rt).Preflight(context.Background()); err != nil {
+		t.Fatalf("good setup: %v", err)
+	}
+	reg, _ := models.Parse("test-models.yaml", []byte(testModels))
+	reg.Models[0].ONNX = "nothing-here.onnx"
+	err := New(f.settings(0), reg, rt).Preflight(context.Background())
+	if !pipeline.IsHalt(err) || !strings.Contains(err.Error(), "nothing-here.onnx") || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing file: %v", err)
+	}
+	if os.Getenv("CONNECTOME_HAVE_CUDA") == "" {
+		s := f.settings(0)
+		s.Device = "cuda"
+		if err := New(s, f.reg, rt).Preflight(context.Background()); !onnxrt.IsCUDAUnavailable(err) {
+			t.Fatalf("device cuda without CUDA: %v", err)
+		}
+		s.Device = "auto"
+		if err := New(s, f.reg, rt).Preflight(context.Background()); err != nil {
+			t.Fatalf("device auto must not fail the preflight: %v", err)
+		}
+	}
+}
