@@ -40,7 +40,9 @@ type SelfContained interface{ SelfContained() bool }
 // Preflighter is implemented by a stage that can find a problem that would halt it (no CUDA
 // provider, a missing model file) before any stage runs, so that a run does not query, download
 // and crop for hours only to stop at that stage.
-type Preflighter interface{ Preflight(ctx context.Context) error }
+type Preflighter interface {
+	Preflight(ctx context.Context) error
+}
 
 // UsageError is a command-line mistake (exit status 2).
 type UsageError struct{ Msg string }
