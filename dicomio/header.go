@@ -80,17 +80,24 @@ func ParseHeader(b []byte) (SliceHeader, error) {
 
 // readHeaderAt parses the header of an object of size bytes, reading as little as it can.
 func readHeaderAt(r io.ReaderAt, size int64) (SliceHeader, int64, error) {
+	h, _, read, err := readHeaderBuf(r, size)
+	return h, read, err
+}
+
+// readHeaderBuf is readHeaderAt that also returns the last prefix it read (the file's first
+// bytes), so that a pixel read can reuse what the prefix already holds.
+func readHeaderBuf(r io.ReaderAt, size int64) (SliceHeader, []byte, int64, error) {
 	var read int64
 	for prefix := min(int64(headerPrefix), size); ; prefix = min(prefix*4, size) {
 		buf := make([]byte, prefix)
 		n, err := r.ReadAt(buf, 0)
 		read += int64(n)
 		if int64(n) < prefix {
-			return SliceHeader{}, read, fmt.Errorf("read: %w", err)
+			return SliceHeader{}, nil, read, fmt.Errorf("read: %w", err)
 		}
 		h, complete, err := parseHeaderPrefix(buf, size)
 		if complete || prefix == size {
-			return h, read, err
+			return h, buf, read, err
 		}
 	}
 }

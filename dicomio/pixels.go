@@ -6,6 +6,8 @@ import (
 	"math"
 	"os"
 
+	"github.com/suyashkumar/dicom/pkg/uid"
+
 	"connectome/patch"
 )
 
@@ -16,7 +18,7 @@ const posTol = 1e-3
 // LoadStats counts the I/O of one LoadBox.
 type LoadStats struct {
 	Files int
-	Bytes int64
+	Bytes int64 // read from disk: header prefixes and pixel rows (whole files where read whole)
 }
 
 // ReadSlice reads one file whole and parses its header; the pixel data stays raw.
@@ -64,20 +66,80 @@ func (s *Series) LoadBox(lo, hi [3]int) (*patch.Volume, LoadStats, error) {
 		if plan.Path == "" {
 			return nil, st, fmt.Errorf("slice %d (%s): no file", k, name(plan))
 		}
-		h, raw, err := ReadSlice(plan.Path)
 		st.Files++
-		if fi, e := os.Stat(plan.Path); e == nil {
-			st.Bytes += fi.Size()
-		}
-		if err != nil {
-			return nil, st, err
+		// rows lo[1]..hi[1] of this slice; anything unusual is read whole, as before
+		h, raw, read, ok := readRows(plan.Path, lo[1], hi[1]+1)
+		st.Bytes += read
+		r0 := lo[1]
+		if !ok {
+			var err error
+			h, raw, err = ReadSlice(plan.Path)
+			if fi, e := os.Stat(plan.Path); e == nil {
+				st.Bytes += fi.Size()
+			}
+			if err != nil {
+				return nil, st, err
+			}
+			r0 = 0
 		}
 		if err := agrees(plan, h); err != nil {
 			return nil, st, fmt.Errorf("slice %s: %w", plan.Path, err)
 		}
-		decode(vol, k-lo[2], h, raw, lo, dim)
+		decode(vol, k-lo[2], h, raw, r0, lo, dim)
 	}
 	return vol, st, nil
+}
+
+// readRows reads the header of one file, then only the pixel rows [r0, r1) with one ReadAt
+// (rows the header prefix already holds are copied, not read again). It returns the raw rows
+// and the bytes read from disk. ok is false where the file is not single-frame, native,
+// little-endian, 16-bit pixel data of exactly Rows×Columns×2 bytes, where [r0, r1) is not
+// inside the image, or on any error: the caller then reads the file whole (ReadSlice), which
+// names the error.
+func readRows(path string, r0, r1 int) (h SliceHeader, raw []byte, read int64, ok bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return h, nil, 0, false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return h, nil, 0, false
+	}
+	h, prefix, read, err := readHeaderBuf(f, fi.Size())
+	h.Path = path
+	if err != nil || !native16(h, fi.Size()) || r0 < 0 || r1 > h.Rows || r0 >= r1 {
+		return h, nil, read, false
+	}
+	rowBytes := 2 * int64(h.Columns)
+	start, end := h.pixelOffset+int64(r0)*rowBytes, h.pixelOffset+int64(r1)*rowBytes
+	raw = make([]byte, end-start)
+	k := 0
+	if start < int64(len(prefix)) {
+		k = copy(raw, prefix[start:min(end, int64(len(prefix)))])
+	}
+	if k < len(raw) {
+		// n == len means success, even with io.EOF at the end of the file
+		n, _ := f.ReadAt(raw[k:], start+int64(k))
+		read += int64(n)
+		if n < len(raw)-k {
+			return h, nil, read, false
+		}
+	}
+	return h, raw, read, true
+}
+
+// native16 says whether the header pass located plain 16-bit, one-sample pixel data of
+// exactly Rows×Columns×2 bytes inside a file of size bytes, in a transfer syntax that stores
+// it as is (multi-frame and encapsulated objects fail the header pass already).
+func native16(h SliceHeader, size int64) bool {
+	switch h.TransferSyntax {
+	case uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian:
+	default:
+		return false
+	}
+	return h.BitsAllocated == 16 && h.SamplesPerPixel == 1 && h.pixelOffset > 0 &&
+		h.pixelLength == 2*int64(h.Rows)*int64(h.Columns) && h.pixelOffset+h.pixelLength <= size
 }
 
 // agrees checks a file against its planned slice.
@@ -98,13 +160,14 @@ func agrees(plan, h SliceHeader) error {
 	return nil
 }
 
-// decode writes rows [lo1, lo1+dim1) × columns [lo0, lo0+dim0) of one slice into box slice kb.
+// decode writes rows [lo1, lo1+dim1) × columns [lo0, lo0+dim0) of one slice into box slice kb;
+// raw holds the slice's pixel data from row r0 on.
 // HU = stored·slope + intercept in float64, rounded to float32 (ITK's rescale); 16-bit
 // stored values are reinterpreted as int16 when PixelRepresentation is 1.
-func decode(vol *patch.Volume, kb int, h SliceHeader, raw []byte, lo, dim [3]int) {
+func decode(vol *patch.Volume, kb int, h SliceHeader, raw []byte, r0 int, lo, dim [3]int) {
 	slope, icpt := h.Slope, h.Intercept
 	for jb := 0; jb < dim[1]; jb++ {
-		j := lo[1] + jb
+		j := lo[1] + jb - r0
 		for ib := 0; ib < dim[0]; ib++ {
 			i := lo[0] + ib
 			var stored float64
