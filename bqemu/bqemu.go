@@ -31,7 +31,9 @@ func Start(project string) (*Emulator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start BigQuery emulator: %w", err)
 	}
-	if err := srv.SetLogLevel(server.LogLevelError); err != nil {
+	// The emulator logs every request it answers with an error (the existence checks of Load
+	// among them) to stderr; the client receives those errors anyway, so keep only fatal ones.
+	if err := srv.SetLogLevel(server.LogLevelFatal); err != nil {
 		srv.Close()
 		return nil, err
 	}
