@@ -76,30 +76,15 @@ func (p *patient) writeSR(w io.Writer, boxes []srBox) error {
 	e.add(tag.ContinuityOfContent, "SEPARATE")
 	e.template("1500")
 	content := [][]*dicom.Element{
-		e.item(func(c *elems) {
-			c.add(tag.RelationshipType, "HAS CONCEPT MOD")
-			c.add(tag.ValueType, "CODE")
-			c.code(tag.ConceptNameCodeSequence, "121049", "DCM", "Language of Content Item and Descendants")
-			c.code(tag.ConceptCodeSequence, "en-US", "RFC5646", "English (United States)")
-		}),
-		e.item(func(c *elems) {
-			c.add(tag.RelationshipType, "HAS OBS CONTEXT")
-			c.add(tag.ValueType, "CODE")
-			c.code(tag.ConceptNameCodeSequence, "121005", "DCM", "Observer Type")
-			c.code(tag.ConceptCodeSequence, "121006", "DCM", "Person")
-		}),
+		e.codeItem("HAS CONCEPT MOD", [3]string{"121049", "DCM", "Language of Content Item and Descendants"}, [3]string{"en-US", "RFC5646", "English (United States)"}),
+		e.codeItem("HAS OBS CONTEXT", [3]string{"121005", "DCM", "Observer Type"}, [3]string{"121006", "DCM", "Person"}),
 		e.item(func(c *elems) {
 			c.add(tag.RelationshipType, "HAS OBS CONTEXT")
 			c.add(tag.ValueType, "PNAME")
 			c.code(tag.ConceptNameCodeSequence, "121008", "DCM", "Person Observer Name")
 			c.add(tag.PersonName, "Anonymous^Reader")
 		}),
-		e.item(func(c *elems) {
-			c.add(tag.RelationshipType, "HAS CONCEPT MOD")
-			c.add(tag.ValueType, "CODE")
-			c.code(tag.ConceptNameCodeSequence, "121058", "DCM", "Procedure reported")
-			c.code(tag.ConceptCodeSequence, "363679005", "SCT", "Imaging procedure")
-		}),
+		e.codeItem("HAS CONCEPT MOD", [3]string{"121058", "DCM", "Procedure reported"}, [3]string{"363679005", "SCT", "Imaging procedure"}),
 		e.item(func(c *elems) {
 			c.add(tag.RelationshipType, "CONTAINS")
 			c.add(tag.ValueType, "CONTAINER")
@@ -160,24 +145,9 @@ func (e *elems) group(b srBox, sop string) []*dicom.Element {
 				c.code(tag.ConceptNameCodeSequence, "112040", "DCM", "Tracking Unique Identifier")
 				c.add(tag.UID, b.TrackingUID)
 			}),
-			g.item(func(c *elems) {
-				c.add(tag.RelationshipType, "CONTAINS")
-				c.add(tag.ValueType, "CODE")
-				c.code(tag.ConceptNameCodeSequence, "121071", "DCM", "Finding")
-				c.code(tag.ConceptCodeSequence, "52988006", "SCT", "Lesion")
-			}),
-			g.item(func(c *elems) {
-				c.add(tag.RelationshipType, "HAS CONCEPT MOD")
-				c.add(tag.ValueType, "CODE")
-				c.code(tag.ConceptNameCodeSequence, "363698007", "SCT", "Finding Site")
-				c.code(tag.ConceptCodeSequence, "39607008", "SCT", "Lung")
-			}),
-			g.item(func(c *elems) {
-				c.add(tag.RelationshipType, "HAS CONCEPT MOD")
-				c.add(tag.ValueType, "CODE")
-				c.code(tag.ConceptNameCodeSequence, "130400", "DCM", "Geometric purpose of region")
-				c.code(tag.ConceptCodeSequence, "75958009", "SCT", "Bounded by")
-			}),
+			g.codeItem("CONTAINS", [3]string{"121071", "DCM", "Finding"}, [3]string{"52988006", "SCT", "Lesion"}),
+			g.codeItem("HAS CONCEPT MOD", [3]string{"363698007", "SCT", "Finding Site"}, [3]string{"39607008", "SCT", "Lung"}),
+			g.codeItem("HAS CONCEPT MOD", [3]string{"130400", "DCM", "Geometric purpose of region"}, [3]string{"75958009", "SCT", "Bounded by"}),
 			g.item(func(c *elems) {
 				c.add(tag.RelationshipType, "CONTAINS")
 				c.add(tag.ValueType, "SCOORD")
@@ -208,4 +178,15 @@ func (e *elems) template(tid string) {
 		t.add(tag.MappingResource, "DCMR")
 		t.add(tag.TemplateIdentifier, tid)
 	}))
+}
+
+// codeItem is a content item of value type CODE: its concept name and its concept code, each
+// (code value, coding scheme, meaning).
+func (e *elems) codeItem(relationship string, name, value [3]string) []*dicom.Element {
+	return e.item(func(c *elems) {
+		c.add(tag.RelationshipType, relationship)
+		c.add(tag.ValueType, "CODE")
+		c.code(tag.ConceptNameCodeSequence, name[0], name[1], name[2])
+		c.code(tag.ConceptCodeSequence, value[0], value[1], value[2])
+	})
 }
