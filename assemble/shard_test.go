@@ -40,27 +40,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const testModels = `models:
-  - name: test-conv-a
-    title: test encoder A
-    onnx: test-conv-a.onnx
-    sha256: ""
-    input: input
-    output: embedding
-    embedding_dim: 12
-    batch_size: 4
-    preprocess: {axcodes: RAS, pixdim: [1, 1, 1], roi: [16, 16, 16], hu_range: [-1024, 2048], clamp: [0, 1]}
-  - name: test-conv-b
-    title: test encoder B
-    onnx: test-conv-b.onnx
-    sha256: ""
-    input: input
-    output: embedding
-    embedding_dim: 7
-    batch_size: 3
-    preprocess: {axcodes: SPL, pixdim: [1, 1, 1], roi: [8, 12, 16], hu_range: [-1024, 2048], clamp: [0, 1]}
-`
-
 // shardFixture is a cohort file over a local DICOM folder (dicomsynth), small generated
 // encoders, and the config of a run over them.
 type shardFixture struct {
@@ -103,7 +82,7 @@ func newShardFixture(t *testing.T) *shardFixture {
 		t.Fatal(err)
 	}
 	mf := filepath.Join(tmp, "models.yaml")
-	if err := os.WriteFile(mf, []byte(testModels), 0o644); err != nil {
+	if err := os.WriteFile(mf, []byte(onnxrttest.TestModelsYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	reg, err := models.Load(mf)

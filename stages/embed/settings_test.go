@@ -1,6 +1,7 @@
 package embed
 
 import (
+	"connectome/models/onnxrt/onnxrttest"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -45,16 +46,16 @@ func TestSettingsHashView(t *testing.T) {
 		}
 		return string(b)
 	}
-	reg, _ := models.Parse("m.yaml", []byte(testModels))
+	reg, _ := models.Parse("m.yaml", []byte(onnxrttest.TestModelsYAML))
 	base := hash(reg, DefaultSettings())
 	s := DefaultSettings()
 	s.Device, s.Threads, s.ModelsDir = "cuda", 3, "elsewhere"
-	reg2, _ := models.Parse("m.yaml", []byte(testModels))
+	reg2, _ := models.Parse("m.yaml", []byte(onnxrttest.TestModelsYAML))
 	reg2.Models[0].License, reg2.Models[0].Title = "MIT", "renamed"
 	if hash(reg2, s) != base {
 		t.Error("device, threads, models_dir or descriptions changed the hash")
 	}
-	reg3, _ := models.Parse("m.yaml", []byte(testModels))
+	reg3, _ := models.Parse("m.yaml", []byte(onnxrttest.TestModelsYAML))
 	reg3.Models[0].SHA256 = "ab"
 	s = DefaultSettings()
 	s.BatchSize = 4

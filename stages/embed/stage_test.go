@@ -48,27 +48,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const testModels = `models:
-  - name: test-conv-a
-    title: test encoder A
-    onnx: test-conv-a.onnx
-    sha256: ""
-    input: input
-    output: embedding
-    embedding_dim: 12
-    batch_size: 4
-    preprocess: {axcodes: RAS, pixdim: [1, 1, 1], roi: [16, 16, 16], hu_range: [-1024, 2048], clamp: [0, 1]}
-  - name: test-conv-b
-    title: test encoder B
-    onnx: test-conv-b.onnx
-    sha256: ""
-    input: input
-    output: embedding
-    embedding_dim: 7
-    batch_size: 3
-    preprocess: {axcodes: SPL, pixdim: [1, 1, 1], roi: [8, 12, 16], hu_range: [-1024, 2048], clamp: [0, 1]}
-`
-
 // fixture is a run directory with lesions and tensors, and a models directory.
 type fixture struct {
 	runDir, modelsDir string
@@ -78,7 +57,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, n int) *fixture {
 	t.Helper()
-	reg, err := models.Parse("test-models.yaml", []byte(testModels))
+	reg, err := models.Parse("test-models.yaml", []byte(onnxrttest.TestModelsYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +365,7 @@ func TestModelFileProblemsHalt(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			reg, _ := models.Parse("test-models.yaml", []byte(testModels))
+			reg, _ := models.Parse("test-models.yaml", []byte(onnxrttest.TestModelsYAML))
 			reg.Models = reg.Models[:1]
 			c.edit(&reg.Models[0])
 			e, _ := f.env(t, false, nil)
@@ -592,7 +571,7 @@ func TestGPUStage(t *testing.T) {
 func TestOutputDimCheckedAtRun(t *testing.T) {
 	rt := ortEnv.Require(t)
 	f := newFixture(t, 3)
-	reg, _ := models.Parse("test-models.yaml", []byte(testModels))
+	reg, _ := models.Parse("test-models.yaml", []byte(onnxrttest.TestModelsYAML))
 	reg.Models = reg.Models[:1]
 	reg.Models[0].EmbeddingDim = 10 // the file computes 12
 	m := onnx.TestEncoder("test-conv-a", [5]int64{0, 1, 16, 16, 16}, 12, onnx.Seed("test-conv-a"))
@@ -614,7 +593,7 @@ func TestPreflight(t *testing.T) {
 	if err := New(f.settings(0), f.reg, rt).Preflight(context.Background()); err != nil {
 		t.Fatalf("good setup: %v", err)
 	}
-	reg, _ := models.Parse("test-models.yaml", []byte(testModels))
+	reg, _ := models.Parse("test-models.yaml", []byte(onnxrttest.TestModelsYAML))
 	reg.Models[0].ONNX = "nothing-here.onnx"
 	err := New(f.settings(0), reg, rt).Preflight(context.Background())
 	if !pipeline.IsHalt(err) || !strings.Contains(err.Error(), "nothing-here.onnx") || !strings.Contains(err.Error(), "missing") {

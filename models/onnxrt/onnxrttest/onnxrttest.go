@@ -49,3 +49,26 @@ func (e *Env) Close() {
 		e.RT.Close()
 	}
 }
+
+// TestModelsYAML is a models file of two small test encoders (cubic and non-cubic inputs,
+// different batch sizes and axis orders), whose ONNX files onnx.WriteDemoModels writes.
+const TestModelsYAML = `models:
+  - name: test-conv-a
+    title: test encoder A
+    onnx: test-conv-a.onnx
+    sha256: ""
+    input: input
+    output: embedding
+    embedding_dim: 12
+    batch_size: 4
+    preprocess: {axcodes: RAS, pixdim: [1, 1, 1], roi: [16, 16, 16], hu_range: [-1024, 2048], clamp: [0, 1]}
+  - name: test-conv-b
+    title: test encoder B
+    onnx: test-conv-b.onnx
+    sha256: ""
+    input: input
+    output: embedding
+    embedding_dim: 7
+    batch_size: 3
+    preprocess: {axcodes: SPL, pixdim: [1, 1, 1], roi: [8, 12, 16], hu_range: [-1024, 2048], clamp: [0, 1]}
+`
