@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -236,27 +235,17 @@ func (st *Stage) runRows(ctx context.Context, e env, sh pipeline.Shard, parts []
 // shard's own nodes, which must be contiguous in that order (shards are contiguous ranges of
 // the lesion_id order). lo is the first own row.
 func searchRows(ctx context.Context, m *modelSet, own map[string]bool, s Settings) (ids, patients []string, res *knn.Result, lo int, err error) {
-	n := len(m.ids)
-	order := make([]int, n)
-	for i := range order {
-		order[i] = i
-	}
-	sort.Slice(order, func(a, b int) bool { return m.ids[order[a]] < m.ids[order[b]] })
-	ids = make([]string, n)
-	patients = make([]string, n)
-	vecs := make([]float32, 0, len(m.vecs))
+	ids, patients, vecs := sortByID(m)
+	n := len(ids)
 	lo, hi := -1, -1
-	for x, i := range order {
-		ids[x], patients[x] = m.ids[i], m.patients[i]
-		vecs = append(vecs, m.vecs[i*m.dim:(i+1)*m.dim]...)
-		if own[ids[x]] {
+	for x, id := range ids {
+		if own[id] {
 			if lo < 0 {
 				lo = x
 			}
 			hi = x + 1
 		}
 	}
-	m.vecs = nil
 	if lo < 0 {
 		lo, hi = 0, 0
 	}

@@ -154,6 +154,21 @@ func (st *Stage) writeTables(e env, models string, edges []tables.Edge, agree []
 // search orders the model's nodes by id (so that knn's index tie-break is the id order) and
 // runs the exact search.
 func search(ctx context.Context, m *modelSet, s Settings) (ids, patients []string, res *knn.Result, err error) {
+	ids, patients, vecs := sortByID(m)
+	dim := max(m.dim, 1) // a model with no usable node has dim 0
+	res, err = knn.Search(ctx, vecs, len(ids), dim, knn.Options{K: s.K, BlockSize: s.BlockSize})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, nil, err
+		}
+		return nil, nil, nil, fmt.Errorf("similarity of model %s: %w", m.name, err)
+	}
+	return ids, patients, res, nil
+}
+
+// sortByID returns the model's node ids, patients and vectors in id order, so that knn's
+// index tie-break is the id order; it hands the vectors over (m.vecs is cleared).
+func sortByID(m *modelSet) (ids, patients []string, vecs []float32) {
 	n := len(m.ids)
 	order := make([]int, n)
 	for i := range order {
@@ -162,21 +177,13 @@ func search(ctx context.Context, m *modelSet, s Settings) (ids, patients []strin
 	sort.Slice(order, func(a, b int) bool { return m.ids[order[a]] < m.ids[order[b]] })
 	ids = make([]string, n)
 	patients = make([]string, n)
-	vecs := make([]float32, 0, len(m.vecs))
+	vecs = make([]float32, 0, len(m.vecs))
 	for x, i := range order {
 		ids[x], patients[x] = m.ids[i], m.patients[i]
 		vecs = append(vecs, m.vecs[i*m.dim:(i+1)*m.dim]...)
 	}
 	m.vecs = nil
-	dim := max(m.dim, 1) // a model with no usable node has dim 0
-	res, err = knn.Search(ctx, vecs, n, dim, knn.Options{K: s.K, BlockSize: s.BlockSize})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, nil, err
-		}
-		return nil, nil, nil, fmt.Errorf("similarity of model %s: %w", m.name, err)
-	}
-	return ids, patients, res, nil
+	return ids, patients, vecs
 }
 
 // agreement is, for every pair of models, the mean over the nodes both have of the share of
