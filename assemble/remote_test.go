@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"connectome/assemble"
 	"connectome/gcsobj/gcstest"
 	"connectome/pipeline"
 	"connectome/rundir"
@@ -70,20 +68,7 @@ func (f *shardFixture) runRemote(ctx context.Context, t *testing.T, srv *gcstest
 	d.Exclude = []string{"dicom"}
 	cfg := f.cfg
 	cfg.RunDir = work
-	chain, err := assemble.Build(ctx, cfg, "test", assemble.Endpoints{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return nil, err
-	}
-	if err := chain.Runtime.Init(); err != nil {
-		return nil, err
-	}
-	defer chain.Close()
-	r, err := pipeline.NewRunner(chain.Stages, pipeline.Options{RunDir: work, Only: only, Resume: resume,
-		Workers: cfg.Workers, PipelineVersion: "test", Shard: sh, Remote: d})
-	if err != nil {
-		return nil, err
-	}
-	return r.Run(ctx)
+	return runChain(ctx, cfg, pipeline.Options{Only: only, Resume: resume, Shard: sh, Remote: d})
 }
 
 // TestShardedRunOnBucket runs the plan step, three shards and the merge, each from a working

@@ -114,18 +114,22 @@ func (f *shardFixture) run(ctx context.Context, t *testing.T, runDir string, sh 
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("shard", sh.String())
 	}
-	chain, err := assemble.Build(ctx, cfg, "test", assemble.Endpoints{}, log)
+	return runChain(ctx, cfg, pipeline.Options{Only: only, Resume: resume, Log: log, Shard: sh})
+}
+
+// runChain assembles the stages of cfg and runs them with opt (RunDir, Workers and the version
+// come from cfg). Several chains run at once in one test process, sharing its ONNX Runtime.
+func runChain(ctx context.Context, cfg config.Config, opt pipeline.Options) (*pipeline.Summary, error) {
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	chain, err := assemble.Build(ctx, cfg, "test", assemble.Endpoints{}, opt.Log)
 	if err != nil {
 		return nil, err
 	}
-	// Init now, so this Runtime shares TestMain's environment: a Runtime that never ran Init
-	// destroys the process's environment on Close (models/onnxrt), under the other shards.
-	if err := chain.Runtime.Init(); err != nil {
-		return nil, err
-	}
 	defer chain.Close()
-	r, err := pipeline.NewRunner(chain.Stages, pipeline.Options{RunDir: runDir, Only: only, Resume: resume,
-		Workers: cfg.Workers, Log: log, PipelineVersion: "test", Shard: sh})
+	opt.RunDir, opt.Workers, opt.PipelineVersion = cfg.RunDir, cfg.Workers, "test"
+	r, err := pipeline.NewRunner(chain.Stages, opt)
 	if err != nil {
 		return nil, err
 	}
