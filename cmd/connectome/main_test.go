@@ -80,19 +80,7 @@ func TestExternalEmbeddingsMakeAMap(t *testing.T) {
 		t.Skip("third_party/web missing: run make deps")
 	}
 	dir := t.TempDir()
-	var files []string
-	for m, model := range []string{"A", "B"} {
-		var rows []tables.Embedding
-		for i := 0; i < 8; i++ {
-			v := []float32{float32(i), float32(m + 1), float32(i % 3), 1}
-			rows = append(rows, tables.Embedding{LesionID: fmt.Sprintf("L%d", i), PatientID: fmt.Sprintf("P%d", i), Model: model, Vector: v})
-		}
-		path := filepath.Join(dir, model+".arrow")
-		if err := tables.WriteEmbeddings(path, rows, 4, arrow.Metadata{}); err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, path)
-	}
+	files := writeTestEmbeddings(t, dir)
 	runDir := filepath.Join(dir, "run")
 	t.Chdir("../..") // config paths are relative to the working directory, as for a user
 	// Both files follow one --embeddings, then more flags: the flag package alone would stop.
@@ -111,4 +99,24 @@ func TestExternalEmbeddingsMakeAMap(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(runDir, "report", "index.html")); err != nil || st.Size() == 0 {
 		t.Fatalf("no report: %v", err)
 	}
+}
+
+// writeTestEmbeddings writes two models' embeddings of 8 nodes (dimension 4) under dir, as
+// Arrow files made elsewhere would be, and returns their paths.
+func writeTestEmbeddings(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	for m, model := range []string{"A", "B"} {
+		var rows []tables.Embedding
+		for i := 0; i < 8; i++ {
+			v := []float32{float32(i), float32(m + 1), float32(i % 3), 1}
+			rows = append(rows, tables.Embedding{LesionID: fmt.Sprintf("L%d", i), PatientID: fmt.Sprintf("P%d", i), Model: model, Vector: v})
+		}
+		path := filepath.Join(dir, model+".arrow")
+		if err := tables.WriteEmbeddings(path, rows, 4, arrow.Metadata{}); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, path)
+	}
+	return files
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,8 +9,6 @@ import (
 	"connectome/gcsobj/gcstest"
 	"connectome/pipeline"
 	"connectome/tables"
-
-	"github.com/apache/arrow-go/v18/arrow"
 )
 
 // TestRunDirInBucket runs similarity and report with --run-dir gs://… against a fake GCS
@@ -32,19 +29,7 @@ func TestRunDirInBucket(t *testing.T) {
 	srv.Fake.CreateBucket("bkt")
 	t.Setenv("STORAGE_EMULATOR_HOST", srv.URL())
 	dir := t.TempDir()
-	var files []string
-	for m, model := range []string{"A", "B"} {
-		var rows []tables.Embedding
-		for i := 0; i < 8; i++ {
-			v := []float32{float32(i), float32(m + 1), float32(i % 3), 1}
-			rows = append(rows, tables.Embedding{LesionID: fmt.Sprintf("L%d", i), PatientID: fmt.Sprintf("P%d", i), Model: model, Vector: v})
-		}
-		path := filepath.Join(dir, model+".arrow")
-		if err := tables.WriteEmbeddings(path, rows, 4, arrow.Metadata{}); err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, path)
-	}
+	files := writeTestEmbeddings(t, dir)
 	t.Chdir("../..")
 	run := func(work string, extra ...string) (int, string) {
 		args := append([]string{"run", "--config", "configs/nlst-sybil.yaml", "--from", "similarity",
