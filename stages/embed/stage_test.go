@@ -79,7 +79,7 @@ func newFixture(t *testing.T, n int) *fixture {
 	return f
 }
 
-func writeTensor(t *testing.T, path string, shape []int64, rng *rand.Rand) {
+func writeTensor(t testing.TB, path string, shape []int64, rng *rand.Rand) {
 	t.Helper()
 	dims := make([]int, len(shape))
 	n := 1
@@ -466,7 +466,7 @@ func BenchmarkStage(b *testing.B) {
 	for i := 0; i < n; i++ {
 		l := tables.Lesion{LesionID: fmt.Sprintf("L%03d", i), PatientID: "P", StudyYear: -1}
 		f.lesions = append(f.lesions, l)
-		writeTensorB(b, TensorPath(f.runDir, "demo-cnn-48", l.LesionID), reg.Models[0].InputShape(1), rng)
+		writeTensor(b, TensorPath(f.runDir, "demo-cnn-48", l.LesionID), reg.Models[0].InputShape(1), rng)
 	}
 	if err := tables.WriteLesions(filepath.Join(f.runDir, "cohort", "lesions.arrow"), f.lesions, arrow.Metadata{}); err != nil {
 		b.Fatal(err)
@@ -483,22 +483,6 @@ func BenchmarkStage(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "patches/s")
 		})
-	}
-}
-
-func writeTensorB(b *testing.B, path string, shape []int64, rng *rand.Rand) {
-	dims := make([]int, len(shape))
-	n := 1
-	for i, d := range shape {
-		dims[i] = int(d)
-		n *= int(d)
-	}
-	data := make([]float32, n)
-	for i := range data {
-		data[i] = float32(rng.Float64())
-	}
-	if err := atomicfile.Write(path, func(w io.Writer) error { return npy.WriteFloat32(w, dims, data) }); err != nil {
-		b.Fatal(err)
 	}
 }
 
