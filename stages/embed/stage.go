@@ -176,15 +176,9 @@ type model struct {
 // settings, the models, each model's ONNX file being there, and (for --device cuda) that the
 // CUDA provider loads. Checksums and signatures are checked when the stage runs.
 func (st *Stage) Preflight(ctx context.Context) error {
-	if err := st.s.Validate(); err != nil {
-		return pipeline.Haltf("%w", err)
-	}
-	if st.reg == nil || st.rt == nil {
-		return pipeline.Haltf("embed: no model registry or ONNX Runtime given")
-	}
-	specs, err := st.reg.Select(st.s.Models)
+	specs, err := st.selected()
 	if err != nil {
-		return pipeline.Haltf("embed: %w", err)
+		return err
 	}
 	for _, spec := range specs {
 		path := filepath.Join(st.s.ModelsDir, spec.ONNX)
@@ -200,16 +194,25 @@ func (st *Stage) Preflight(ctx context.Context) error {
 	return nil
 }
 
-func (st *Stage) run(ctx context.Context, e env) error {
+// selected checks the settings and returns the models to run.
+func (st *Stage) selected() ([]*models.Spec, error) {
 	if err := st.s.Validate(); err != nil {
-		return pipeline.Haltf("%w", err)
+		return nil, pipeline.Haltf("%w", err)
 	}
 	if st.reg == nil || st.rt == nil {
-		return pipeline.Haltf("embed: no model registry or ONNX Runtime given")
+		return nil, pipeline.Haltf("embed: no model registry or ONNX Runtime given")
 	}
 	specs, err := st.reg.Select(st.s.Models)
 	if err != nil {
-		return pipeline.Haltf("embed: %w", err)
+		return nil, pipeline.Haltf("embed: %w", err)
+	}
+	return specs, nil
+}
+
+func (st *Stage) run(ctx context.Context, e env) error {
+	specs, err := st.selected()
+	if err != nil {
+		return err
 	}
 	lesions, _, err := tables.ReadLesions(filepath.Join(e.runDir, "cohort", "lesions.arrow"))
 	if err != nil {
