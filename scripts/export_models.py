@@ -161,6 +161,22 @@ def gap(x):
     return torch.nn.functional.adaptive_avg_pool3d(x, 1).flatten(start_dim=1)
 
 
+def last_level_gap(enc):
+    """Wraps a SegResEncoder-style encoder (a list of levels) with global average pooling of
+    its last level: the head CT-FM and VISTA3D use."""
+    import torch
+
+    class LastLevelGAP(torch.nn.Module):
+        def __init__(self, enc):
+            super().__init__()
+            self.enc = enc
+
+        def forward(self, x):
+            return gap(self.enc(x)[-1])
+
+    return LastLevelGAP(enc)
+
+
 # ---- builders: each returns a torch.nn.Module mapping (N,1,R0,R1,R2) -> (N, dim) ----
 
 def build_ctclip(w, args):
@@ -204,15 +220,7 @@ def build_ctfm(w, args):
     load_checked(enc, enc_state, "CTFM")
     log("CTFM: %d non-encoder keys (decoder and heads) not used" % (len(state) - len(enc_state)))
 
-    class Head(torch.nn.Module):
-        def __init__(self, enc):
-            super().__init__()
-            self.enc = enc
-
-        def forward(self, x):
-            return gap(self.enc(x)[-1])
-
-    return Head(enc)
+    return last_level_gap(enc)
 
 
 def build_fmcib(w, args):
@@ -347,15 +355,7 @@ def build_vista3d(w, args):
         raise ExportError("VISTA3D: no %s* keys" % pre)
     load_checked(enc, enc_state, "VISTA3D")
 
-    class Head(torch.nn.Module):
-        def __init__(self, enc):
-            super().__init__()
-            self.enc = enc
-
-        def forward(self, x):
-            return gap(self.enc(x)[-1])
-
-    return Head(enc)
+    return last_level_gap(enc)
 
 
 def build_voco(w, args):
