@@ -1,13 +1,16 @@
-// Package models holds the model registry (specs as data, from configs/models.yaml), the ONNX
-// Runtime sessions that run them, and (in models/onnx) the ONNX writer for test encoders.
+// Package models holds the model registry: the specs of the encoders as data (configs/models.yaml,
+// built in, or another models file), read by an explicit constructor. models/onnx reads and
+// writes the ONNX file format; models/onnxrt runs the models on ONNX Runtime.
 package models
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 
-	"connectome/yamlconf"
+	"connectome/configs"
+	"connectome/internal/yamlconf"
 )
 
 // Preprocess is a model's input preprocessing (preprocessing-spec §3).
@@ -104,17 +107,23 @@ func (p Preprocess) Validate() error {
 
 // Registry is the set of models of one models file, in file order.
 type Registry struct {
-	Path   string
+	Path string `yaml:"-"`
+	// Obtain says how to get a model's ONNX file when it is missing (shown in the error).
+	Obtain string `yaml:"obtain"`
 	Models []Spec `yaml:"models"`
 }
 
-// Load reads and validates a models file.
+// Load reads and validates a models file; path "" is the built-in registry of the 9 published
+// encoders (configs/models.yaml, embedded in the binary).
 func Load(path string) (*Registry, error) {
-	r := &Registry{Path: path}
-	if err := yamlconf.DecodeFile(path, r); err != nil {
-		return nil, err
+	if path == "" {
+		return Parse(configs.ModelsFile, configs.Models())
 	}
-	return r, r.validate()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read models file: %w", err)
+	}
+	return Parse(path, data)
 }
 
 // Parse decodes and validates models-file content (path is used in messages).
@@ -129,6 +138,9 @@ func Parse(path string, data []byte) (*Registry, error) {
 func (r *Registry) validate() error {
 	if len(r.Models) == 0 {
 		return fmt.Errorf("%s: no models", r.Path)
+	}
+	if r.Obtain == "" {
+		return fmt.Errorf("%s: obtain is empty: say how to get the models' ONNX files", r.Path)
 	}
 	seen := map[string]bool{}
 	for i := range r.Models {

@@ -4,11 +4,11 @@ import (
 	"strings"
 	"testing"
 
-	"connectome/repopath/repotest"
+	"connectome/internal/testenv"
 )
 
 func TestPublishedRegistry(t *testing.T) {
-	r, err := Load(repotest.File(t, "configs/models.yaml"))
+	r, err := Load(testenv.File(t, "configs/models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestPublishedRegistry(t *testing.T) {
 }
 
 func TestValidateRejects(t *testing.T) {
-	base := "models:\n  - name: A\n    onnx: a.onnx\n    input: x\n    output: y\n    embedding_dim: 4\n    preprocess: {axcodes: %s, pixdim: [1,1,1], roi: [%s], hu_range: [-1000, 1000], clamp: [0, 1]}\n"
+	base := "obtain: make models\nmodels:\n  - name: A\n    onnx: a.onnx\n    input: x\n    output: y\n    embedding_dim: 4\n    preprocess: {axcodes: %s, pixdim: [1,1,1], roi: [%s], hu_range: [-1000, 1000], clamp: [0, 1]}\n"
 	cases := []struct{ ax, roi, want string }{
 		{"RAS", "48,48,48", ""},
 		{"RRS", "48,48,48", "axcodes"},
@@ -50,7 +50,10 @@ func TestValidateRejects(t *testing.T) {
 			t.Errorf("%s/%s: error %v, want it to mention %q", c.ax, c.roi, err, c.want)
 		}
 	}
-	if _, err := Parse("m.yaml", []byte("models:\n  - name: A\n    bogus: 1\n")); err == nil || !strings.Contains(err.Error(), "m.yaml:3") {
+	if _, err := Parse("m.yaml", []byte("obtain: x\nmodels:\n  - name: A\n    bogus: 1\n")); err == nil || !strings.Contains(err.Error(), "m.yaml:4") {
 		t.Errorf("unknown key: %v", err)
+	}
+	if _, err := Parse("m.yaml", []byte(strings.NewReplacer("obtain: make models\n", "", "%s", "RAS").Replace(strings.Replace(base, "[%s]", "[48,48,48]", 1)))); err == nil || !strings.Contains(err.Error(), "obtain") {
+		t.Errorf("missing obtain: %v", err)
 	}
 }

@@ -39,6 +39,9 @@ type HaltError struct{ Err error }
 func (e *HaltError) Error() string { return e.Err.Error() }
 func (e *HaltError) Unwrap() error { return e.Err }
 
+// Halt marks err, which already says what failed, as stopping the run.
+func Halt(err error) *HaltError { return &HaltError{Err: err} }
+
 // Haltf builds a *HaltError with a formatted cause (%w is honoured).
 func Haltf(format string, args ...any) *HaltError {
 	return &HaltError{Err: fmt.Errorf(format, args...)}
@@ -58,3 +61,11 @@ func IsHalt(err error) bool {
 	var he *HaltError
 	return errors.As(err, &he)
 }
+
+// UsageError is a command-line mistake (exit status 2).
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// ErrInterrupted is returned (wrapped) when the run was stopped by a signal or cancellation.
+var ErrInterrupted = errors.New("interrupted")

@@ -5,16 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
-	"connectome/arrowio"
+	"connectome/internal/atomicfile"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
@@ -60,9 +62,15 @@ func (l *failureLog) add(stage, item string, err error) {
 		}
 	}
 	rec := Failure{Stage: stage, ItemID: item, ErrorClass: ErrorClass(err), Message: msg, Time: l.now().UTC()}
-	b, _ := json.Marshal(rec)
+	b, jerr := json.Marshal(rec)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if jerr != nil {
+		if l.err == nil {
+			l.err = fmt.Errorf("encode failure of %s: %w", item, jerr)
+		}
+		return
+	}
 	if _, werr := l.f.Write(append(b, '\n')); werr != nil && l.err == nil {
 		l.err = fmt.Errorf("write failure journal %s: %w", l.path, werr)
 	}
@@ -78,11 +86,11 @@ func (l *failureLog) close() error {
 	return cerr
 }
 
-// journals lists the failure journals a process's table is built from: for a shard, its own
-// stage directories'; otherwise every stage's and every shard's.
-func journals(runDir string, sh Shard) ([]string, error) {
+// journals lists the failure journals a process's table is built from, in stage order: for a
+// shard, its own stage directories'; otherwise every stage's and every shard's.
+func journals(runDir string, stages []string, sh Shard) ([]string, error) {
 	var out []string
-	for _, st := range StageOrder() {
+	for _, st := range stages {
 		if sh.IsPart() {
 			out = append(out, filepath.Join(ShardDir(runDir, st, sh), failuresJournal))
 			continue
@@ -90,60 +98,65 @@ func journals(runDir string, sh Shard) ([]string, error) {
 		out = append(out, filepath.Join(runDir, st, failuresJournal))
 		shards, err := filepath.Glob(filepath.Join(runDir, st, "shard-*-of-*", failuresJournal))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("list failure journals of %s: %w", st, err)
 		}
 		out = append(out, shards...)
 	}
 	return out, nil
 }
 
-// readFailures reads the journals under runDir (see journals), in stage order then time order.
-func readFailures(runDir string, sh Shard) ([]Failure, error) {
+// readJournal reads one failure journal; a missing journal has no failures.
+func readJournal(path string) ([]Failure, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read failure journal: %w", err)
+	}
+	defer f.Close()
 	var out []Failure
-	paths, err := journals(runDir, sh)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var rec Failure
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			// A line cut by a crash is the only way to get here; skip it.
+			continue
+		}
+		out = append(out, rec)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read failure journal %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// readFailures reads the journals under runDir (see journals), in stage order then time order.
+func readFailures(runDir string, stages []string, sh Shard) ([]Failure, error) {
+	paths, err := journals(runDir, stages, sh)
 	if err != nil {
 		return nil, err
 	}
+	var out []Failure
 	for _, path := range paths {
-		st := filepath.Base(filepath.Dir(path))
-		f, err := os.Open(path)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
+		recs, err := readJournal(path)
 		if err != nil {
 			return nil, err
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		for sc.Scan() {
-			var rec Failure
-			if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-				// A line cut by a crash is the only way to get here; skip it.
-				continue
-			}
-			out = append(out, rec)
-		}
-		f.Close()
-		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("read failure journal of %s: %w", st, err)
-		}
+		out = append(out, recs...)
+	}
+	rank := make(map[string]int, len(stages))
+	for i, s := range stages {
+		rank[s] = i
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].Stage != out[j].Stage {
-			return stageIndex(out[i].Stage) < stageIndex(out[j].Stage)
+			return rank[out[i].Stage] < rank[out[j].Stage]
 		}
 		return out[i].Time.Before(out[j].Time)
 	})
 	return out, nil
-}
-
-func stageIndex(name string) int {
-	for i, s := range StageOrder() {
-		if s == name {
-			return i
-		}
-	}
-	return len(StageOrder())
 }
 
 var failureFields = []arrow.Field{
@@ -155,9 +168,9 @@ var failureFields = []arrow.Field{
 }
 
 // writeFailuresTable rebuilds RunDir/failures.arrow (a shard's: FailuresName) from the
-// journals; it returns the row count.
-func writeFailuresTable(runDir string, sh Shard, md arrow.Metadata) (int, error) {
-	rows, err := readFailures(runDir, sh)
+// journals of the stages; it returns the row count.
+func writeFailuresTable(runDir string, stages []string, sh Shard, md arrow.Metadata) (int, error) {
+	rows, err := readFailures(runDir, stages, sh)
 	if err != nil {
 		return 0, err
 	}
@@ -173,37 +186,71 @@ func writeFailuresTable(runDir string, sh Shard, md arrow.Metadata) (int, error)
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	if err := arrowio.WriteFile(filepath.Join(runDir, FailuresName(sh)), schema, rec); err != nil {
-		return 0, err
+	err = atomicfile.Write(filepath.Join(runDir, FailuresName(sh)), func(w io.Writer) error {
+		fw, err := ipc.NewFileWriter(w, ipc.WithSchema(schema))
+		if err != nil {
+			return err
+		}
+		if err := fw.Write(rec); err != nil {
+			fw.Close()
+			return err
+		}
+		return fw.Close()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("write %s: %w", FailuresName(sh), err)
 	}
 	return len(rows), nil
 }
 
-// ReadFailures reads RunDir/failures.arrow (for tests and tools).
+// ReadFailures reads a failures table (failures.arrow, or a shard's).
 func ReadFailures(path string) ([]Failure, error) {
-	t, err := arrowio.ReadFile(path, memory.DefaultAllocator)
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read failures: %w", err)
 	}
-	defer t.Release()
+	defer f.Close()
+	r, err := ipc.NewFileReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("read failures %s: %w", path, err)
+	}
+	defer r.Close()
 	var out []Failure
-	for _, b := range t.Batches {
-		cols := make([]*array.String, 4)
-		for i := range cols {
-			c, ok := b.Column(i).(*array.String)
-			if !ok {
-				return nil, fmt.Errorf("%s: column %d is %s, want string", path, i, b.Column(i).DataType())
-			}
-			cols[i] = c
+	for i := 0; i < r.NumRecords(); i++ {
+		b, err := r.RecordBatch(i)
+		if err != nil {
+			return nil, fmt.Errorf("read failures %s: %w", path, err)
 		}
-		ts, ok := b.Column(4).(*array.Timestamp)
+		rows, err := failureRows(b)
+		if err != nil {
+			return nil, fmt.Errorf("read failures %s: %w", path, err)
+		}
+		out = append(out, rows...)
+	}
+	return out, nil
+}
+
+// failureRows decodes one batch of the failures table.
+func failureRows(b arrow.RecordBatch) ([]Failure, error) {
+	if int(b.NumCols()) != len(failureFields) {
+		return nil, fmt.Errorf("%d columns, want %d", b.NumCols(), len(failureFields))
+	}
+	cols := make([]*array.String, 4)
+	for i := range cols {
+		c, ok := b.Column(i).(*array.String)
 		if !ok {
-			return nil, fmt.Errorf("%s: column time is %s", path, b.Column(4).DataType())
+			return nil, fmt.Errorf("column %s is %s, want string", failureFields[i].Name, b.Column(i).DataType())
 		}
-		for i := 0; i < int(b.NumRows()); i++ {
-			out = append(out, Failure{Stage: cols[0].Value(i), ItemID: cols[1].Value(i), ErrorClass: cols[2].Value(i),
-				Message: cols[3].Value(i), Time: time.UnixMicro(int64(ts.Value(i))).UTC()})
-		}
+		cols[i] = c
+	}
+	ts, ok := b.Column(4).(*array.Timestamp)
+	if !ok {
+		return nil, fmt.Errorf("column time is %s, want timestamp", b.Column(4).DataType())
+	}
+	out := make([]Failure, 0, b.NumRows())
+	for i := 0; i < int(b.NumRows()); i++ {
+		out = append(out, Failure{Stage: cols[0].Value(i), ItemID: cols[1].Value(i), ErrorClass: cols[2].Value(i),
+			Message: cols[3].Value(i), Time: time.UnixMicro(int64(ts.Value(i))).UTC()})
 	}
 	return out, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"connectome/internal/atomicfile"
+
 	"go.uber.org/goleak"
 )
 
@@ -22,13 +23,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // ---- test stages: a tiny three-stage pipeline over integers -------------------------------
 
-// listStage ("cohort") writes the item list 1..N.
+// listStage writes the item list 1..N.
 type listStage struct {
 	N    int
 	runs *atomic.Int32
 }
 
-func (s *listStage) Name() string    { return StageCohort }
+func (s *listStage) Name() string    { return "list" }
 func (s *listStage) Version() string { return "1" }
 func (s *listStage) Settings() any   { return map[string]int{"n": s.N} }
 func (s *listStage) Run(ctx context.Context, sc *Context) error {
@@ -41,20 +42,23 @@ func (s *listStage) Run(ctx context.Context, sc *Context) error {
 	return os.WriteFile(filepath.Join(sc.Dir, "items.txt"), []byte(b.String()), 0o644)
 }
 
-func readItems(runDir string) ([]Item, error) {
-	b, err := os.ReadFile(filepath.Join(runDir, StageCohort, "items.txt"))
-	if err != nil {
-		return nil, err
+// itemSource lists the items the list stage wrote: the runner's ItemSource.
+func itemSource(runDir string) ItemSource {
+	return func(context.Context) ([]Item, error) {
+		b, err := os.ReadFile(filepath.Join(runDir, "list", "items.txt"))
+		if err != nil {
+			return nil, err
+		}
+		var out []Item
+		for _, l := range strings.Fields(string(b)) {
+			out = append(out, Item{ID: l, Payload: "payload of " + l})
+		}
+		return out, nil
 	}
-	var out []Item
-	for _, l := range strings.Fields(string(b)) {
-		out = append(out, Item{ID: l})
-	}
-	return out, nil
 }
 
-// squareStage ("fetch", streaming) writes one file per item with its value × Factor, marks it
-// in a ledger and emits it. Hooks let tests fail, halt, slow or stop it.
+// squareStage (streaming) writes one file per item with its value × Factor and hands it on;
+// on resume an item whose file exists is skipped. Hooks let tests fail, halt, slow or stop it.
 type squareStage struct {
 	Factor    int
 	runs      *atomic.Int32
@@ -64,82 +68,65 @@ type squareStage struct {
 	onItem    func(n int32) // called after each item is done
 }
 
-func (s *squareStage) Name() string    { return StageFetch }
+func (s *squareStage) Name() string    { return "square" }
 func (s *squareStage) Version() string { return "1" }
 func (s *squareStage) Settings() any   { return map[string]int{"factor": s.Factor} }
 func (s *squareStage) Streams() bool   { return true }
 func (s *squareStage) Run(ctx context.Context, sc *Context) error {
 	s.runs.Add(1)
-	all, err := readItems(sc.RunDir)
-	if err != nil {
-		return Haltf("read items: %w", err)
-	}
-	led, err := OpenLedger(filepath.Join(sc.Dir, "done.txt"))
-	if err != nil {
-		return err
-	}
-	defer led.Close()
-	bar := sc.Progress(int64(len(all)))
-	for it := range sc.Items(ctx, all) {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	return sc.Each(ctx, 2, func(ctx context.Context, it Item) error {
+		if it.Payload != "payload of "+it.ID {
+			return Haltf("item %s arrived with payload %v", it.ID, it.Payload)
 		}
-		if led.Done(it.ID) {
+		path := filepath.Join(sc.Dir, it.ID+".txt")
+		if _, err := os.Stat(path); err == nil && sc.Resume {
 			sc.Count("skipped", 1)
-			if err := sc.Emit(ctx, it); err != nil {
-				return err
-			}
-			continue
+			return nil
 		}
 		switch it.ID {
 		case s.failItem:
-			sc.Fail(it.ID, Itemf(ClassInput, it.ID, "item %s is bad", it.ID))
-			continue
+			return Itemf(ClassInput, it.ID, "item %s is bad", it.ID)
 		case s.haltItem:
 			return Haltf("item %s: the service is gone", it.ID)
 		}
 		v, _ := strconv.Atoi(it.ID)
-		if err := os.WriteFile(filepath.Join(sc.Dir, it.ID+".txt"), []byte(strconv.Itoa(v*v*s.Factor)), 0o644); err != nil {
-			return err
-		}
-		if err := led.Mark(it.ID); err != nil {
+		if err := atomicfile.WriteBytes(path, []byte(strconv.Itoa(v*v*s.Factor))); err != nil {
 			return err
 		}
 		sc.Count("done", 1)
-		bar.Add(1)
 		n := s.processed.Add(1)
-		if err := sc.Emit(ctx, it); err != nil {
-			return err
-		}
 		if s.onItem != nil {
 			s.onItem(n)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
-// sumStage ("preprocess", streaming) collects the items it receives and writes them sorted.
+// sumStage (streaming) collects the items it receives and writes them sorted.
 type sumStage struct {
 	runs *atomic.Int32
 }
 
-func (s *sumStage) Name() string    { return StagePreprocess }
+func (s *sumStage) Name() string    { return "sum" }
 func (s *sumStage) Version() string { return "1" }
 func (s *sumStage) Settings() any   { return struct{}{} }
 func (s *sumStage) Streams() bool   { return true }
 func (s *sumStage) Run(ctx context.Context, sc *Context) error {
 	s.runs.Add(1)
-	all, err := readItems(sc.RunDir)
+	var mu sync.Mutex
+	var lines []string
+	err := sc.Each(ctx, 1, func(ctx context.Context, it Item) error {
+		b, err := os.ReadFile(filepath.Join(sc.RunDir, "square", it.ID+".txt"))
+		if err != nil {
+			return nil // failed upstream
+		}
+		mu.Lock()
+		lines = append(lines, it.ID+"="+string(b))
+		mu.Unlock()
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	var lines []string
-	for it := range sc.Items(ctx, all) {
-		b, err := os.ReadFile(filepath.Join(sc.RunDir, StageFetch, it.ID+".txt"))
-		if err != nil {
-			continue // failed upstream
-		}
-		lines = append(lines, it.ID+"="+string(b))
 	}
 	sort.Strings(lines)
 	return os.WriteFile(filepath.Join(sc.Dir, "result.txt"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
@@ -166,6 +153,7 @@ func (p *testPipeline) stages() []Stage { return []Stage{p.list, p.square, p.sum
 func run(t *testing.T, ctx context.Context, p *testPipeline, dir string, opt Options) (*Summary, error, int) {
 	t.Helper()
 	opt.RunDir = dir
+	opt.Items = itemSource(dir)
 	r, err := NewRunner(p.stages(), opt)
 	if err != nil {
 		return nil, err, ExitCode(nil, err)
@@ -176,7 +164,7 @@ func run(t *testing.T, ctx context.Context, p *testPipeline, dir string, opt Opt
 
 func result(t *testing.T, dir string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, StagePreprocess, "result.txt"))
+	b, err := os.ReadFile(filepath.Join(dir, "sum", "result.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,8 +183,8 @@ func TestRunAllStagesSucceeds(t *testing.T) {
 	if got := strings.Count(result(t, dir), "\n"); got != 20 {
 		t.Fatalf("%d result rows, want 20", got)
 	}
-	for _, st := range []string{StageCohort, StageFetch, StagePreprocess} {
-		m, ok, err := ReadMarker(dir, st)
+	for _, st := range []string{"list", "square", "sum"} {
+		m, ok, err := ReadMarker(dir, st, Shard{})
 		if err != nil || !ok {
 			t.Fatalf("marker of %s: ok=%v err=%v", st, ok, err)
 		}
@@ -204,7 +192,7 @@ func TestRunAllStagesSucceeds(t *testing.T) {
 			t.Errorf("marker of %s: %+v", st, m)
 		}
 	}
-	if m, _, _ := ReadMarker(dir, StageFetch); m.Counts["done"] != 20 {
+	if m, _, _ := ReadMarker(dir, "square", Shard{}); m.Counts["done"] != 20 {
 		t.Errorf("fetch counts %v", m.Counts)
 	}
 	if sum.Failures != 0 {
@@ -230,7 +218,7 @@ func TestItemErrorIsRecordedAndRunFinishesWithExit3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fs) != 1 || fs[0].Stage != StageFetch || fs[0].ItemID != "4" || fs[0].ErrorClass != ClassInput ||
+	if len(fs) != 1 || fs[0].Stage != "square" || fs[0].ItemID != "4" || fs[0].ErrorClass != ClassInput ||
 		!strings.Contains(fs[0].Message, "item 4 is bad") {
 		t.Fatalf("failures %+v", fs)
 	}
@@ -261,17 +249,17 @@ func TestHaltStopsEveryStageWithExit1(t *testing.T) {
 	if code != 1 || !IsHalt(err) || !strings.Contains(err.Error(), "the service is gone") {
 		t.Fatalf("err %v code %d", err, code)
 	}
-	if _, ok, _ := ReadMarker(dir, StageFetch); ok {
+	if _, ok, _ := ReadMarker(dir, "square", Shard{}); ok {
 		t.Error("halted stage has a completion marker")
 	}
-	if _, ok, _ := ReadMarker(dir, StagePreprocess); ok {
+	if _, ok, _ := ReadMarker(dir, "sum", Shard{}); ok {
 		t.Error("the stage downstream of a halt has a completion marker")
 	}
 	status := map[string]string{}
 	for _, s := range sum.Stages {
 		status[s.Name] = s.Status
 	}
-	if status[StageFetch] != "failed" || status[StagePreprocess] != "interrupted" || status[StageCohort] != "done" {
+	if status["square"] != "failed" || status["sum"] != "interrupted" || status["list"] != "done" {
 		t.Errorf("statuses %v", status)
 	}
 }
@@ -296,7 +284,7 @@ func TestStoppedRunResumesToIdenticalOutput(t *testing.T) {
 	if !errors.Is(err, ErrInterrupted) || code != 1 {
 		t.Fatalf("interrupted run: err %v code %d", err, code)
 	}
-	if _, ok, _ := ReadMarker(dir, StageFetch); ok {
+	if _, ok, _ := ReadMarker(dir, "square", Shard{}); ok {
 		t.Fatal("an interrupted stage has a completion marker")
 	}
 	p.square.onItem = nil
@@ -350,18 +338,18 @@ func TestConfigChangeRerunsStageAndDownstreamOnly(t *testing.T) {
 func TestFromRequiresCompleteUpstream(t *testing.T) {
 	dir := t.TempDir()
 	p := newTestPipeline(5, 1)
-	_, err, code := run(t, context.Background(), p, dir, Options{From: StageFetch})
-	if code != 1 || err == nil || !strings.Contains(err.Error(), "stage cohort has not completed") {
+	_, err, code := run(t, context.Background(), p, dir, Options{From: "square"})
+	if code != 1 || err == nil || !strings.Contains(err.Error(), "stage list has not completed") {
 		t.Fatalf("err %v code %d", err, code)
 	}
-	if _, err, _ := run(t, context.Background(), p, dir, Options{Only: StageCohort}); err != nil {
+	if _, err, _ := run(t, context.Background(), p, dir, Options{Only: "list"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err, code := run(t, context.Background(), p, dir, Options{From: StageFetch}); err != nil || code != 0 {
+	if _, err, code := run(t, context.Background(), p, dir, Options{From: "square"}); err != nil || code != 0 {
 		t.Fatalf("--from fetch after cohort: %v %d", err, code)
 	}
 	p.list.N = 6
-	_, err, _ = run(t, context.Background(), p, dir, Options{Only: StagePreprocess})
+	_, err, _ = run(t, context.Background(), p, dir, Options{Only: "sum"})
 	if err == nil || !strings.Contains(err.Error(), "ran with a different config") {
 		t.Fatalf("stale upstream accepted: %v", err)
 	}
@@ -369,7 +357,7 @@ func TestFromRequiresCompleteUpstream(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	p := newTestPipeline(1, 1)
-	for _, opt := range []Options{{From: "nope"}, {Only: "fetch", From: "cohort"}, {From: StagePreprocess, To: StageCohort}} {
+	for _, opt := range []Options{{From: "nope"}, {Only: "fetch", From: "cohort"}, {From: "sum", To: "list"}} {
 		opt.RunDir = t.TempDir()
 		_, err := NewRunner(p.stages(), opt)
 		if ExitCode(nil, err) != 2 {
@@ -378,26 +366,39 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// ---- flow tests -------------------------------------------------------------------------
+// ---- Each: the streaming stages' worker pool ----------------------------------------------
 
-func TestFlowCancellationReturnsPromptly(t *testing.T) {
+func intItems(n int) []Item {
+	items := make([]Item, n)
+	for i := range items {
+		items[i] = Item{ID: strconv.Itoa(i + 1)}
+	}
+	return items
+}
+
+func testContext(t *testing.T, cfg ContextConfig) *Context {
+	t.Helper()
+	cfg.Stage, cfg.RunDir = "test", t.TempDir()
+	sc, err := NewContext(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+func TestEachCancellationReturnsPromptly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	f, _ := NewFlow(ctx, func(string, error) {})
-	items := make([]int, 1_000_000)
-	src := Source(f, items, 4)
-	sq := Pipe(f, src, Step[int, int]{Workers: 4, Buffer: 4, Do: func(ctx context.Context, v int, emit func(int) error) error {
-		time.Sleep(100 * time.Microsecond)
-		return emit(v)
-	}})
+	sc := testContext(t, ContextConfig{Items: intItems(1_000_000)})
+	defer sc.Close()
 	var seen atomic.Int32
-	Sink(f, sq, func(int) error {
+	start := time.Now()
+	err := sc.Each(ctx, 4, func(ctx context.Context, it Item) error {
+		time.Sleep(100 * time.Microsecond)
 		if seen.Add(1) == 100 {
 			cancel()
 		}
 		return nil
 	})
-	start := time.Now()
-	err := f.Wait()
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v", err)
 	}
@@ -407,29 +408,34 @@ func TestFlowCancellationReturnsPromptly(t *testing.T) {
 	// goleak in TestMain checks that no goroutine is left.
 }
 
-func TestFlowBackpressureBoundsInFlight(t *testing.T) {
-	f, _ := NewFlow(context.Background(), func(string, error) {})
+func TestEachBackpressureBoundsInFlight(t *testing.T) {
 	const n, buffer, workers = 300, 3, 2
+	out := make(chan Item, buffer)
+	sc := testContext(t, ContextConfig{Items: intItems(n), Out: out})
+	defer sc.Close()
 	var produced, consumed atomic.Int64
 	var maxGap atomic.Int64
-	items := make([]int, n)
-	src := Source(f, items, buffer)
-	out := Pipe(f, src, Step[int, int]{Workers: workers, Buffer: buffer, Do: func(ctx context.Context, v int, emit func(int) error) error {
-		produced.Add(1)
-		return emit(v)
-	}})
-	Sink(f, out, func(int) error {
-		time.Sleep(200 * time.Microsecond) // the slow stage
-		c := consumed.Add(1)
-		if gap := produced.Load() - c; gap > maxGap.Load() {
-			maxGap.Store(gap)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range out {
+			time.Sleep(200 * time.Microsecond) // the slow stage downstream
+			c := consumed.Add(1)
+			if gap := produced.Load() - c; gap > maxGap.Load() {
+				maxGap.Store(gap)
+			}
 		}
+	}()
+	err := sc.Each(context.Background(), workers, func(ctx context.Context, it Item) error {
+		produced.Add(1)
 		return nil
 	})
-	if err := f.Wait(); err != nil {
+	close(out)
+	<-done
+	if err != nil {
 		t.Fatal(err)
 	}
-	// In flight past the slow stage: its output buffer plus one value held by each worker.
+	// In flight past the slow stage: its input buffer plus one item held by each worker.
 	if bound := int64(buffer + workers + 1); maxGap.Load() > bound {
 		t.Fatalf("%d items produced ahead of the slow consumer, bound %d", maxGap.Load(), bound)
 	}
@@ -438,96 +444,45 @@ func TestFlowBackpressureBoundsInFlight(t *testing.T) {
 	}
 }
 
-func TestFlowItemErrorsAreRecordedHaltStops(t *testing.T) {
-	var mu sync.Mutex
-	var failed []string
-	f, _ := NewFlow(context.Background(), func(id string, err error) {
-		mu.Lock()
-		failed = append(failed, id)
-		mu.Unlock()
-	})
-	src := Source(f, []int{1, 2, 3, 4, 5}, 0)
-	out := Pipe(f, src, Step[int, int]{Workers: 1, ID: strconv.Itoa, Do: func(ctx context.Context, v int, emit func(int) error) error {
-		if v == 2 {
-			return Itemf(ClassInput, "", "bad")
+func TestEachRecordsItemErrorsAndStopsOnHalt(t *testing.T) {
+	out := make(chan Item, 10)
+	sc := testContext(t, ContextConfig{Items: intItems(5), Out: out})
+	err := sc.Each(context.Background(), 1, func(ctx context.Context, it Item) error {
+		if it.ID == "2" {
+			return Itemf(ClassInput, it.ID, "bad")
 		}
-		return emit(v)
-	}})
-	var got []int
-	Sink(f, out, func(v int) error { got = append(got, v); return nil })
-	if err := f.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 4 || len(failed) != 1 || failed[0] != "2" {
-		t.Fatalf("got %v failed %v", got, failed)
-	}
-
-	f, _ = NewFlow(context.Background(), func(string, error) {})
-	src = Source(f, make([]int, 1000), 0)
-	out = Pipe(f, src, Step[int, int]{Workers: 2, Do: func(ctx context.Context, v int, emit func(int) error) error {
-		return Haltf("GPU init failed")
-	}})
-	Sink(f, out, func(int) error { return nil })
-	if err := f.Wait(); !IsHalt(err) {
-		t.Fatalf("err %v, want the halt", err)
-	}
-}
-
-func TestLedgerDropsCutLine(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ledger")
-	if err := os.WriteFile(path, []byte("a\nb\nc-cut"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := OpenLedger(path)
+		return nil
+	})
+	close(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !l.Done("a") || !l.Done("b") || l.Done("c-cut") || l.Len() != 2 {
-		t.Fatalf("ledger state wrong: len %d", l.Len())
-	}
-	if err := l.Mark("c"); err != nil {
+	if err := sc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Mark("bad\nid"); err == nil {
-		t.Error("multi-line id accepted")
+	var got []string
+	for it := range out {
+		got = append(got, it.ID)
 	}
-	l.Close()
-	b, _ := os.ReadFile(path)
-	if string(b) != "a\nb\nc\n" {
-		t.Fatalf("ledger file %q", b)
+	fs, err := sc.Failures()
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func TestProgressLogsOnNonTerminal(t *testing.T) {
-	var buf syncBuffer
-	log := slog.New(slog.NewTextHandler(&buf, nil))
-	p := NewProgress(nil, false, log, 20*time.Millisecond)
-	b := p.Bar("embed", 10)
-	b.Add(4)
-	time.Sleep(80 * time.Millisecond)
-	b.finish(true)
-	p.Close()
-	out := buf.String()
-	if !strings.Contains(out, "stage=embed done=4 total=10") || !strings.Contains(out, "eta=") {
-		t.Fatalf("progress lines:\n%s", out)
+	if strings.Join(got, ",") != "1,3,4,5" || len(fs) != 1 || fs[0].ItemID != "2" || fs[0].ErrorClass != ClassInput {
+		t.Fatalf("handed on %v, failures %+v", got, fs)
 	}
-}
+	if sc.Counts()["failed"] != 1 {
+		t.Fatalf("counts %v", sc.Counts())
+	}
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	sc = testContext(t, ContextConfig{Items: intItems(1000)})
+	defer sc.Close()
+	err = sc.Each(context.Background(), 2, func(ctx context.Context, it Item) error {
+		return Haltf("GPU init failed")
+	})
+	if !IsHalt(err) {
+		t.Fatalf("err %v, want the halt", err)
+	}
 }
 
 // preflightStage wraps a stage with a Preflight that fails.
@@ -547,7 +502,7 @@ func TestPreflightFailureStopsBeforeAnyStage(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum, err := r.Run(context.Background())
-	if code := ExitCode(sum, err); code != 1 || !strings.Contains(err.Error(), "stage preprocess (checked before the run): no CUDA provider") {
+	if code := ExitCode(sum, err); code != 1 || !strings.Contains(err.Error(), "stage sum (checked before the run): no CUDA provider") {
 		t.Fatalf("exit %d, err %v", code, err)
 	}
 	if p.runs[0].Load() != 0 || p.runs[1].Load() != 0 {

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// Remote is a run directory that lives elsewhere (a Cloud Storage prefix, package rundir).
+// Remote is a run directory that lives elsewhere (a Cloud Storage prefix, internal/gcp).
 // Stages always work on the local working copy, Options.RunDir; the runner syncs it with the
 // remote at stage boundaries, so that the rules of a local run directory hold in the bucket
 // too: every file is complete before its name appears, and a stage (or a shard's part of it)
@@ -27,6 +27,11 @@ type Remote interface {
 	// Push uploads every file of the working copy that changed since it was last pulled or
 	// pushed, markers excepted, and then the marker rel, when not "", last.
 	Push(ctx context.Context, rel string) error
+	// Claim makes this process the current attempt at its part of the run directory, named
+	// name (LockName of its shard), taking over from any earlier attempt. From then on Push
+	// and Invalidate fail, naming the later attempt, once another has claimed the part.
+	// release gives the claim up at the end of the run.
+	Claim(ctx context.Context, name string, h Holder) (release func(context.Context) error, err error)
 }
 
 // relMarker is the marker of the stage directory dir, relative to the run directory.
@@ -38,51 +43,41 @@ func (r *Runner) relMarker(dir string) string {
 	return filepath.ToSlash(rel)
 }
 
-// pullFilter says which objects of the remote run directory this process needs: the cohort;
-// its own stage directories (to resume or to read upstream outputs); for a shard, of the
-// other shards only their markers (and their parts when it computes similarity rows); for
-// the merge and an unsharded run, everything but the per-shard work files, of which only
-// the markers and failure journals count. Manifests and failures tables are per process and
-// rebuilt, never pulled.
+// pullFilter says which objects of the remote run directory this process needs. Top-level
+// files (manifests, failures tables) are per process and rebuilt, never pulled. Of the stage
+// directories: those of the stages that run once per run; this process's own shard
+// directories (to resume, or to read upstream outputs); of the other shards, every marker and
+// failure journal, and their published outputs (see Publisher) when this process reads them:
+// the merge, an unsharded run, or a shard that runs a ShardEither stage over all shards.
 func (r *Runner) pullFilter() func(rel string) bool {
 	sh := r.opt.Shard
 	byName := map[string]Stage{}
 	for _, s := range r.stages {
 		byName[s.Name()] = s
 	}
-	simSelected := slices.ContainsFunc(r.stages[r.from:r.to+1], func(s Stage) bool { return s.Name() == StageSimilarity })
+	readsOthers := !sh.IsPart() || slices.ContainsFunc(r.stages[r.from:r.to+1], func(s Stage) bool {
+		return shardingOf(s) == ShardEither
+	})
 	return func(rel string) bool {
 		top, rest, nested := strings.Cut(rel, "/")
-		if !nested {
-			return false // manifest*.json, failures*.arrow: this process writes its own
+		s, ok := byName[top]
+		if !nested || !ok {
+			return false
 		}
-		base := path.Base(rel)
-		if s, ok := byName[top]; ok {
-			sub, _, inSub := strings.Cut(rest, "/")
-			inShard := inSub && shardDirName.MatchString(sub)
-			switch {
-			case !inShard:
-				// A stage directory of its own (cohort, the merge's similarity and report);
-				// a shard process never writes those, so reading them is safe.
-				return !sh.IsPart() || shardingOf(s) == ShardNone
-			case sh.IsPart() && sub == sh.Name():
-				return true
-			case base == MarkerFile:
-				return true
-			case sh.IsPart():
-				return false
-			case shardingOf(s) == ShardEither:
-				return true // similarity's edge parts, gathered by the merge
-			default:
-				return base == failuresJournal
-			}
-		}
+		sub, inSub, _ := strings.Cut(rest, "/")
 		switch {
-		case !sh.IsPart():
-			return true // embeddings/, qc/
-		case top == "embeddings":
-			return simSelected || base == sh.PartName()
+		case inSub == "" || !IsShardDir(sub):
+			// The stage's own directory: a shard process never writes those of a stage that
+			// runs per shard, so reading them is safe.
+			return !sh.IsPart() || shardingOf(s) == ShardNone
+		case sh.IsPart() && sub == sh.Name():
+			return true
+		case path.Base(rel) == MarkerFile || path.Base(rel) == failuresJournal:
+			return true
+		case !readsOthers || inSub == startedFile:
+			return false
 		}
-		return false
+		p, ok := s.(Publisher)
+		return !ok || p.Published(inSub)
 	}
 }

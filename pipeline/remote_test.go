@@ -23,9 +23,18 @@ func (s namedStage) Settings() any                       { return struct{}{} }
 func (s namedStage) Run(context.Context, *Context) error { return nil }
 func (s namedStage) Sharding() Sharding                  { return s.mode }
 
+// publishingStage publishes everything but the files under its work folder.
+type publishingStage struct {
+	namedStage
+	work string
+}
+
+func (s publishingStage) Published(rel string) bool { return !strings.HasPrefix(rel, s.work+"/") }
+
 func TestPullFilter(t *testing.T) {
-	stages := []Stage{namedStage{StageCohort, ShardNone}, namedStage{StageFetch, ShardEach}, namedStage{StagePreprocess, ShardEach},
-		namedStage{StageEmbed, ShardEach}, namedStage{StageSimilarity, ShardEither}, namedStage{StageReport, ShardNone}}
+	stages := []Stage{namedStage{"cohort", ShardNone}, namedStage{"fetch", ShardEach},
+		publishingStage{namedStage{"preprocess", ShardEach}, "tensors"},
+		publishingStage{namedStage{"embed", ShardEach}, "parts"}, namedStage{"similarity", ShardEither}, namedStage{"report", ShardNone}}
 	filter := func(sh Shard, only string) func(string) bool {
 		r, err := NewRunner(stages, Options{RunDir: t.TempDir(), Shard: sh, Only: only})
 		if err != nil {
@@ -42,15 +51,18 @@ func TestPullFilter(t *testing.T) {
 		{"preprocess/tensors/x.npy", false, false, true, true},
 		{"manifest.json", false, false, false, false},
 		{"failures-shard-0-of-3.arrow", false, false, false, false},
+		{"dicom/s/i.dcm", false, false, false, false},
 		{"preprocess/shard-1-of-3/tensors/x.npy", true, true, false, false},
 		{"preprocess/shard-0-of-3/tensors/x.npy", false, false, false, false},
+		{"preprocess/shard-0-of-3/qc/L1.png", false, true, true, true},
 		{"preprocess/shard-0-of-3/_SUCCESS.json", true, true, true, true},
-		{"preprocess/shard-0-of-3/_failures.jsonl", false, false, true, true},
-		{"embeddings/m/part-1-of-3.arrow", true, true, true, true},
-		{"embeddings/m/part-0-of-3.arrow", false, true, true, true},
-		{"similarity/shard-0-of-3/edges.arrow", false, false, true, true},
+		{"preprocess/shard-0-of-3/_failures.jsonl", true, true, true, true},
+		{"embed/shard-1-of-3/m.arrow", true, true, true, true},
+		{"embed/shard-0-of-3/m.arrow", false, true, true, true},
+		{"embed/shard-0-of-3/parts/m/part-000001.arrow", false, false, false, false},
+		{"similarity/shard-0-of-3/edges.arrow", false, true, true, true},
 		{"similarity/edges.arrow", false, false, true, true},
-		{"qc/L1.png", false, false, true, true},
+		{"report/index.html", true, true, true, true},
 	} {
 		for _, f := range []struct {
 			name string
@@ -83,6 +95,20 @@ func (m *memRemote) Invalidate(ctx context.Context, rel string) error {
 	m.calls = append(m.calls, "invalidate "+rel)
 	return nil
 }
+func (m *memRemote) Claim(ctx context.Context, name string, h Holder) (func(context.Context) error, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if h.PID != os.Getpid() {
+		return nil, fmt.Errorf("claim by pid %d", h.PID)
+	}
+	m.calls = append(m.calls, "claim "+name)
+	return func(context.Context) error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.calls = append(m.calls, "release")
+		return nil
+	}, nil
+}
 func (m *memRemote) Push(ctx context.Context, rel string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -100,30 +126,30 @@ func TestRemoteCalls(t *testing.T) {
 	if _, err, _ := run(t, context.Background(), p, dir, Options{Remote: rem}); err != nil {
 		t.Fatal(err)
 	}
-	want := "pull|invalidate cohort/_SUCCESS.json|push cohort/_SUCCESS.json|invalidate fetch/_SUCCESS.json|invalidate preprocess/_SUCCESS.json|push fetch/_SUCCESS.json|push preprocess/_SUCCESS.json|push "
-	// fetch and preprocess stream together: their order between each other may vary.
+	want := "claim _LOCK|pull|invalidate list/_SUCCESS.json|push list/_SUCCESS.json|invalidate square/_SUCCESS.json|invalidate sum/_SUCCESS.json|push square/_SUCCESS.json|push sum/_SUCCESS.json|push |release"
+	// square and sum stream together: their order between each other may vary.
 	got := strings.Join(rem.calls, "|")
-	if len(got) != len(want) || !strings.HasPrefix(got, "pull|invalidate cohort/_SUCCESS.json|push cohort/_SUCCESS.json|") || !strings.HasSuffix(got, "|push ") {
+	if len(got) != len(want) || !strings.HasPrefix(got, "claim _LOCK|pull|invalidate list/_SUCCESS.json|push list/_SUCCESS.json|") || !strings.HasSuffix(got, "|push |release") {
 		t.Fatalf("calls %s\nwant %s", got, want)
 	}
 
 	// A failed push: the stage is not done, here either, and a resumed run re-runs it.
 	rem = &memRemote{failPush: true}
-	_, err, _ := run(t, context.Background(), p, dir, Options{Remote: rem, Only: StageCohort})
-	if err == nil || !strings.Contains(err.Error(), "upload stage cohort") {
+	_, err, _ := run(t, context.Background(), p, dir, Options{Remote: rem, Only: "list"})
+	if err == nil || !strings.Contains(err.Error(), "upload stage list") {
 		t.Fatalf("failed push: %v", err)
 	}
-	if _, ok, _ := ReadMarker(dir, StageCohort); ok {
+	if _, ok, _ := ReadMarker(dir, "list", Shard{}); ok {
 		t.Fatal("local marker kept after its upload failed")
 	}
 	rem = &memRemote{}
-	if _, err, _ := run(t, context.Background(), p, dir, Options{Remote: rem, Only: StageCohort, Resume: true}); err != nil {
+	if _, err, _ := run(t, context.Background(), p, dir, Options{Remote: rem, Only: "list", Resume: true}); err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(rem.calls) != "[pull invalidate cohort/_SUCCESS.json push cohort/_SUCCESS.json push ]" {
+	if fmt.Sprint(rem.calls) != "[claim _LOCK pull invalidate list/_SUCCESS.json push list/_SUCCESS.json push  release]" {
 		t.Fatalf("resume after a failed push: %v", rem.calls)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "cohort", MarkerFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "list", MarkerFile)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -15,42 +15,12 @@ import (
 	"sync"
 	"time"
 
-	"connectome/arrowio"
-	"connectome/atomicfile"
-
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/goccy/go-yaml"
 	"golang.org/x/sync/errgroup"
+
+	"connectome/internal/atomicfile"
 )
-
-// File names the engine owns inside a stage directory.
-const (
-	MarkerFile  = "_SUCCESS.json"
-	startedFile = "_STARTED.json"
-)
-
-// Streamer is implemented by stages that hand items to the next stage while they run
-// (fetch, preprocess, embed). Consecutive streaming stages that both run are connected by a
-// bounded channel and run concurrently.
-type Streamer interface{ Streams() bool }
-
-// SelfContained is implemented by a stage that can run without its upstream stages' outputs
-// when it says so (similarity fed with --embeddings files).
-type SelfContained interface{ SelfContained() bool }
-
-// Preflighter is implemented by a stage that can find a problem that would halt it (no CUDA
-// provider, a missing model file) before any stage runs, so that a run does not query, download
-// and crop for hours only to stop at that stage.
-type Preflighter interface {
-	Preflight(ctx context.Context) error
-}
-
-// UsageError is a command-line mistake (exit status 2).
-type UsageError struct{ Msg string }
-
-func (e *UsageError) Error() string { return e.Msg }
-
-// ErrInterrupted is returned (wrapped) when the run was stopped by a signal or cancellation.
-var ErrInterrupted = errors.New("interrupted")
 
 // Options configure a run.
 type Options struct {
@@ -59,14 +29,18 @@ type Options struct {
 	Resume         bool
 	// RetryFailed makes a resumed run re-run complete stages that recorded item failures,
 	// retrying just the failed items (completed items are kept).
-	RetryFailed     bool
-	Workers         int
-	Log             *slog.Logger
-	Progress        *Progress
+	RetryFailed bool
+	Workers     int
+	Log         *slog.Logger
+	Progress    Progress
+	// PipelineVersion goes into every marker.
 	PipelineVersion string
-	IDCVersion      string
+	// TableMetadata is the schema metadata of failures.arrow (the caller's versions).
+	TableMetadata map[string]string
 	// StreamBuffer is the capacity of the channel between two streaming stages.
 	StreamBuffer int
+	// Items lists the run's items for the streaming stages; required when one of them runs.
+	Items ItemSource
 	// Manifest content supplied by the caller.
 	Command  []string
 	Config   any
@@ -80,75 +54,10 @@ type Options struct {
 	Remote Remote
 }
 
-// Marker is a stage's completion marker, written last.
-type Marker struct {
-	Stage           string           `json:"stage"`
-	StageVersion    string           `json:"stage_version"`
-	ConfigHash      string           `json:"config_hash"`
-	PipelineVersion string           `json:"pipeline_version"`
-	Counts          map[string]int64 `json:"counts"`
-	Started         time.Time        `json:"started"`
-	Finished        time.Time        `json:"finished"`
-	DurationS       float64          `json:"duration_s"`
-	// Shard is "i/N" for a shard's marker, empty otherwise.
-	Shard string `json:"shard,omitempty"`
-}
-
-// ReadMarker reads RunDir/<stage>/_SUCCESS.json; ok is false when it does not exist.
-func ReadMarker(runDir, stage string) (m Marker, ok bool, err error) {
-	return readMarkerDir(filepath.Join(runDir, stage), stage)
-}
-
-func readMarkerDir(dir, stage string) (m Marker, ok bool, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, MarkerFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return m, false, nil
-	}
-	if err != nil {
-		return m, false, err
-	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return m, false, fmt.Errorf("read marker of %s: %w", stage, err)
-	}
-	return m, true, nil
-}
-
-// StageRecord is a stage's entry in the manifest.
-type StageRecord struct {
-	Name         string           `json:"name"`
-	StageVersion string           `json:"stage_version"`
-	ConfigHash   string           `json:"config_hash"`
-	Status       string           `json:"status"` // done, skipped (complete earlier), upstream, not_selected, failed, interrupted, pending
-	Started      *time.Time       `json:"started,omitempty"`
-	Finished     *time.Time       `json:"finished,omitempty"`
-	DurationS    float64          `json:"duration_s,omitempty"`
-	Counts       map[string]int64 `json:"counts,omitempty"`
-	Error        string           `json:"error,omitempty"`
-}
-
-// Manifest is RunDir/manifest.json.
-type Manifest struct {
-	Command  []string          `json:"command"`
-	Started  time.Time         `json:"started"`
-	Finished *time.Time        `json:"finished,omitempty"`
-	Status   string            `json:"status"` // running, ok, failures, halted, interrupted
-	Error    string            `json:"error,omitempty"`
-	Versions map[string]string `json:"versions"`
-	Config   any               `json:"config"`
-	Models   any               `json:"models,omitempty"`
-	Stages   []StageRecord     `json:"stages"`
-	Failures int               `json:"failures"`
-}
-
-// Summary is what a run did.
-type Summary struct {
-	Stages   []StageRecord
-	Failures int // rows in failures.arrow
-}
-
 // Runner runs a chain of stages over one run directory.
 type Runner struct {
 	stages []Stage
+	names  []string
 	hashes []string
 	opt    Options
 	from   int
@@ -156,9 +65,16 @@ type Runner struct {
 
 	mu       sync.Mutex
 	manifest Manifest
+
+	itemsOnce sync.Once
+	items     []Item
+	itemsErr  error
+
+	// release gives up the claim on a remote run directory.
+	release func(context.Context) error
 }
 
-// NewRunner checks the stage chain and the selection flags.
+// NewRunner checks the stage chain (in run order, each name once) and the selection flags.
 func NewRunner(stages []Stage, opt Options) (*Runner, error) {
 	if len(stages) == 0 {
 		return nil, errors.New("no stages")
@@ -167,7 +83,7 @@ func NewRunner(stages []Stage, opt Options) (*Runner, error) {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
 	if opt.Progress == nil {
-		opt.Progress = NewProgress(nil, false, opt.Log, 0)
+		opt.Progress = quietProgress{}
 	}
 	if opt.StreamBuffer <= 0 {
 		opt.StreamBuffer = 64
@@ -179,48 +95,13 @@ func NewRunner(stages []Stage, opt Options) (*Runner, error) {
 		return nil, &UsageError{"no run directory (set --run-dir or run_dir in the config)"}
 	}
 	r := &Runner{stages: stages, opt: opt}
-	names := make([]string, len(stages))
-	for i, s := range stages {
-		names[i] = s.Name()
-		if i > 0 && stageIndex(s.Name()) <= stageIndex(stages[i-1].Name()) {
-			return nil, fmt.Errorf("stage %s listed after %s: stages must follow %v", s.Name(), stages[i-1].Name(), StageOrder())
+	for _, s := range stages {
+		if slices.Contains(r.names, s.Name()) {
+			return nil, fmt.Errorf("stage %s listed twice", s.Name())
 		}
+		r.names = append(r.names, s.Name())
 	}
-	pos := func(flag, name string) (int, error) {
-		i := slices.Index(names, name)
-		if i < 0 {
-			return 0, &UsageError{fmt.Sprintf("--%s %q: unknown stage (stages: %s)", flag, name, strings.Join(names, ", "))}
-		}
-		return i, nil
-	}
-	r.from, r.to = 0, len(stages)-1
-	if opt.Shard.Sharded() {
-		r.from, r.to = defaultShardSelection(stages, opt.Shard)
-	}
-	var err error
-	if opt.Only != "" {
-		if opt.From != "" || opt.To != "" {
-			return nil, &UsageError{"--only cannot be combined with --from or --to"}
-		}
-		if r.from, err = pos("only", opt.Only); err != nil {
-			return nil, err
-		}
-		r.to = r.from
-	}
-	if opt.From != "" {
-		if r.from, err = pos("from", opt.From); err != nil {
-			return nil, err
-		}
-	}
-	if opt.To != "" {
-		if r.to, err = pos("to", opt.To); err != nil {
-			return nil, err
-		}
-	}
-	if r.from > r.to {
-		return nil, &UsageError{fmt.Sprintf("--from %s comes after --to %s", names[r.from], names[r.to])}
-	}
-	if err := checkShardSelection(stages[r.from:r.to+1], opt.Shard); err != nil {
+	if err := r.selectStages(); err != nil {
 		return nil, err
 	}
 	prev := ""
@@ -233,6 +114,46 @@ func NewRunner(stages []Stage, opt Options) (*Runner, error) {
 		prev = h
 	}
 	return r, nil
+}
+
+// selectStages sets from and to from --from, --to, --only and the shard.
+func (r *Runner) selectStages() error {
+	o := r.opt
+	pos := func(flag, name string) (int, error) {
+		i := slices.Index(r.names, name)
+		if i < 0 {
+			return 0, &UsageError{fmt.Sprintf("--%s %q: unknown stage (stages: %s)", flag, name, strings.Join(r.names, ", "))}
+		}
+		return i, nil
+	}
+	r.from, r.to = 0, len(r.stages)-1
+	if o.Shard.Sharded() {
+		r.from, r.to = defaultShardSelection(r.stages, o.Shard)
+	}
+	var err error
+	if o.Only != "" {
+		if o.From != "" || o.To != "" {
+			return &UsageError{"--only cannot be combined with --from or --to"}
+		}
+		if r.from, err = pos("only", o.Only); err != nil {
+			return err
+		}
+		r.to = r.from
+	}
+	if o.From != "" {
+		if r.from, err = pos("from", o.From); err != nil {
+			return err
+		}
+	}
+	if o.To != "" {
+		if r.to, err = pos("to", o.To); err != nil {
+			return err
+		}
+	}
+	if r.from > r.to {
+		return &UsageError{fmt.Sprintf("--from %s comes after --to %s", r.names[r.from], r.names[r.to])}
+	}
+	return checkShardSelection(r.stages[r.from:r.to+1], o.Shard)
 }
 
 // configHash hashes a stage's identity, settings (as YAML, so yaml:"-" fields such as
@@ -254,8 +175,46 @@ func configHash(s Stage, upstream string, sh Shard) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// ConfigHashes returns each stage's effective config hash, in stage order.
-func (r *Runner) ConfigHashes() []string { return slices.Clone(r.hashes) }
+// Complete reports whether every stage of the chain is complete in the run directory with
+// the current config, so that a resumed run would do nothing.
+func (r *Runner) Complete() bool {
+	for i := range r.stages {
+		if _, st, _ := r.completed(i); st != stageComplete {
+			return false
+		}
+	}
+	return true
+}
+
+// stageState is what a stage's directory says about it.
+type stageState int
+
+const (
+	stageAbsent    stageState = iota // no marker
+	stageComplete                    // marker with the current config hash, outputs intact
+	stageOtherHash                   // marker of another config
+	stageBroken                      // marker unreadable, or outputs missing or changed
+)
+
+// completed reads stage i's marker in this process's directory. The marker counts only when
+// it is readable, has the current config hash and every output it lists is there with its
+// size and checksum; err says why it does not count (nil for stageAbsent).
+func (r *Runner) completed(i int) (Marker, stageState, error) {
+	s := r.stages[i]
+	m, ok, err := ReadMarker(r.opt.RunDir, s.Name(), r.shardOf(s))
+	switch {
+	case err != nil:
+		return m, stageBroken, err
+	case !ok:
+		return m, stageAbsent, nil
+	case m.ConfigHash != r.hashes[i]:
+		return m, stageOtherHash, fmt.Errorf("stage %s ran with a different config (hash %.12s, now %.12s)", s.Name(), m.ConfigHash, r.hashes[i])
+	}
+	if err := verifyOutputs(ShardDir(r.opt.RunDir, s.Name(), r.shardOf(s)), m); err != nil {
+		return m, stageBroken, fmt.Errorf("stage %s is not complete: %w", s.Name(), err)
+	}
+	return m, stageComplete, nil
+}
 
 // Run runs the selected stages. The error is nil when every selected stage completed (items
 // may have failed: see Summary.Failures), a *UsageError, or the halt/interrupt cause.
@@ -264,32 +223,60 @@ func (r *Runner) Run(ctx context.Context) (*Summary, error) {
 	if err := os.MkdirAll(o.RunDir, 0o755); err != nil {
 		return nil, Haltf("create run directory: %w", err)
 	}
+	// One process per run directory (per shard): a second one would clear and rewrite the
+	// same stage directories under the first.
+	lk, err := acquireLock(o.RunDir, LockName(o.Shard), currentHolder(o.Command), o.Log)
+	if err != nil {
+		return nil, Halt(err)
+	}
+	defer func() {
+		if err := lk.release(); err != nil {
+			o.Log.Warn("release the run directory's lock", "err", err)
+		}
+	}()
 	r.manifest = Manifest{Command: o.Command, Started: time.Now().UTC(), Status: "running",
 		Versions: o.Versions, Config: o.Config, Models: o.Models}
 	for i, s := range r.stages {
 		r.manifest.Stages = append(r.manifest.Stages, StageRecord{Name: s.Name(), StageVersion: s.Version(),
 			ConfigHash: r.hashes[i], Status: "not_selected"})
 	}
-
-	var runErr error
-	pulled := false
-	if o.Remote != nil {
-		if err := o.Remote.Pull(ctx, r.pullFilter()); err == nil {
-			pulled = true
-		} else {
-			runErr = Haltf("pull run directory: %w", err)
-			if ctx.Err() != nil {
-				runErr = fmt.Errorf("%w: %v; resume with --resume", ErrInterrupted, context.Cause(ctx))
-			}
-		}
-	}
+	pulled, runErr := r.pull(ctx)
 	if runErr == nil {
 		runErr = r.run(ctx)
 	}
+	return r.finish(ctx, runErr, pulled)
+}
 
-	n, ferr := writeFailuresTable(o.RunDir, o.Shard, arrowio.Metadata(o.PipelineVersion, o.IDCVersion, "", nil))
+// pull copies what this process needs of a remote run directory into the working copy.
+func (r *Runner) pull(ctx context.Context) (bool, error) {
+	if r.opt.Remote == nil {
+		return false, nil
+	}
+	release, err := r.opt.Remote.Claim(ctx, LockName(r.opt.Shard), currentHolder(r.opt.Command))
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, fmt.Errorf("%w: %v; resume with --resume", ErrInterrupted, context.Cause(ctx))
+		}
+		return false, Halt(err)
+	}
+	r.release = release
+	if err := r.opt.Remote.Pull(ctx, r.pullFilter()); err != nil {
+		if ctx.Err() != nil {
+			return false, fmt.Errorf("%w: %v; resume with --resume", ErrInterrupted, context.Cause(ctx))
+		}
+		return false, Haltf("pull run directory: %w", err)
+	}
+	return true, nil
+}
+
+// finish writes the failures table and the manifest and, for a remote run directory, pushes
+// what this process made, whatever happened: an interrupted run still uploads (within a
+// bound) so that a retry on another machine can resume.
+func (r *Runner) finish(ctx context.Context, runErr error, pulled bool) (*Summary, error) {
+	o := r.opt
+	n, ferr := writeFailuresTable(o.RunDir, r.names, o.Shard, r.tableMetadata())
 	if ferr != nil && runErr == nil {
-		runErr = Haltf("write failures.arrow: %w", ferr)
+		runErr = Haltf("write failures table: %w", ferr)
 	}
 	now := time.Now().UTC()
 	r.mu.Lock()
@@ -311,12 +298,9 @@ func (r *Runner) Run(ctx context.Context) (*Summary, error) {
 	sum := &Summary{Stages: slices.Clone(r.manifest.Stages), Failures: n}
 	r.mu.Unlock()
 	if err := r.writeManifest(); err != nil && runErr == nil {
-		runErr = Haltf("write manifest: %w", err)
+		runErr = Halt(err)
 	}
 	if pulled {
-		// The manifest, the failures table and whatever an interrupted stage finished (with no
-		// marker: not done, but a resumed stage keeps its items). An interrupted run still
-		// pushes, within a bound, so a retry on another machine can resume.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalPushTimeout)
 		err := o.Remote.Push(pctx, "")
 		cancel()
@@ -324,85 +308,46 @@ func (r *Runner) Run(ctx context.Context) (*Summary, error) {
 			runErr = Haltf("upload run directory: %w", err)
 		}
 	}
+	if r.release != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalPushTimeout)
+		if err := r.release(rctx); err != nil {
+			o.Log.Warn("release the run directory", "err", err)
+		}
+		cancel()
+	}
 	return sum, runErr
 }
 
 // finalPushTimeout bounds the upload at the end of a run, which also runs after an interrupt.
 const finalPushTimeout = 2 * time.Minute
 
-func (r *Runner) run(ctx context.Context) error {
-	o := r.opt
-	selfContained := false
-	if sc, ok := r.stages[r.from].(SelfContained); ok && sc.SelfContained() {
-		selfContained = true
+func (r *Runner) tableMetadata() arrow.Metadata {
+	keys := make([]string, 0, len(r.opt.TableMetadata))
+	for k := range r.opt.TableMetadata {
+		keys = append(keys, k)
 	}
-	// Stages before --from must be complete with the current config, or the selected
-	// stages would read stale or missing inputs.
-	for i := 0; i < r.from; i++ {
-		s := r.stages[i]
-		r.setStatus(i, "upstream", nil)
-		if selfContained {
-			continue
-		}
-		if shardingOf(s) == ShardEach && o.Shard.Sharded() && !(o.Shard.IsPart() && shardingOf(r.stages[r.from]) == ShardEach) {
-			// The merge (and similarity by rows) reads every shard's outputs.
-			if err := checkShardMarkers(o.RunDir, s.Name(), r.hashes[i], o.Shard.Count); err != nil {
-				return Haltf("%w", err)
-			}
-			continue
-		}
-		m, ok, err := ReadShardMarker(o.RunDir, s.Name(), r.shardOf(s))
-		if err != nil {
-			return Haltf("%w", err)
-		}
-		if !ok {
-			if o.Shard.Sharded() && shardingOf(s) == ShardNone && s.Name() == StageCohort {
-				return Haltf("stage cohort has not completed in %s: a sharded run plans its cohort once, before the shards: connectome run --only cohort", o.RunDir)
-			}
-			return Haltf("stage %s has not completed in %s: run it first (for example --from %s)", s.Name(), o.RunDir, s.Name())
-		}
-		if m.ConfigHash != r.hashes[i] {
-			return Haltf("stage %s ran with a different config (hash %.12s, now %.12s): re-run from it (--from %s)", s.Name(), m.ConfigHash, r.hashes[i], s.Name())
-		}
-		r.setStatus(i, "upstream", &m)
+	slices.Sort(keys)
+	vals := make([]string, len(keys))
+	for i, k := range keys {
+		vals[i] = r.opt.TableMetadata[k]
+	}
+	return arrow.NewMetadata(keys, vals)
+}
+
+func (r *Runner) run(ctx context.Context) error {
+	if err := r.checkUpstream(); err != nil {
+		return err
 	}
 	if err := r.writeManifest(); err != nil {
-		return Haltf("write manifest: %w", err)
+		return Halt(err)
 	}
-
-	// Decide which selected stages run. A stage after one that runs always runs too: its
-	// inputs are being rewritten.
-	var torun []int
-	upstreamRan := false
-	for i := r.from; i <= r.to; i++ {
-		if o.Resume && !upstreamRan {
-			m, ok, err := ReadShardMarker(o.RunDir, r.stages[i].Name(), r.shardOf(r.stages[i]))
-			if err != nil {
-				return Haltf("%w", err)
-			}
-			if ok && m.ConfigHash == r.hashes[i] && !(o.RetryFailed && m.Counts["failed"] > 0) {
-				r.setStatus(i, "skipped", &m)
-				o.Log.Info("stage already complete", "stage", r.stages[i].Name())
-				continue
-			}
-		}
-		upstreamRan = true
-		r.setStatus(i, "pending", nil)
-		torun = append(torun, i)
+	torun, err := r.plan()
+	if err != nil {
+		return err
 	}
-
-	for _, i := range torun {
-		if p, ok := r.stages[i].(Preflighter); ok {
-			if err := p.Preflight(ctx); err != nil {
-				r.setStatus(i, "failed", nil)
-				if IsHalt(err) {
-					return fmt.Errorf("stage %s (checked before the run): %w", r.stages[i].Name(), err)
-				}
-				return Haltf("stage %s (checked before the run): %w", r.stages[i].Name(), err)
-			}
-		}
+	if err := r.preflight(ctx, torun); err != nil {
+		return err
 	}
-
 	// Consecutive streaming stages run together as one segment.
 	for len(torun) > 0 {
 		seg := []int{torun[0]}
@@ -418,13 +363,131 @@ func (r *Runner) run(ctx context.Context) error {
 	return nil
 }
 
+// checkUpstream checks that the stages before --from are complete with the current config:
+// the selected stages would otherwise read stale or missing inputs.
+func (r *Runner) checkUpstream() error {
+	o := r.opt
+	selfContained := false
+	if sc, ok := r.stages[r.from].(SelfContained); ok && sc.SelfContained() {
+		selfContained = true
+	}
+	for i := 0; i < r.from; i++ {
+		s := r.stages[i]
+		r.setStatus(i, "upstream", nil)
+		if selfContained {
+			continue
+		}
+		if shardingOf(s) == ShardEach && o.Shard.Sharded() && !(o.Shard.IsPart() && shardingOf(r.stages[r.from]) == ShardEach) {
+			// The merge (and similarity by rows) reads every shard's outputs.
+			if err := checkShardMarkers(o.RunDir, s, r.hashes[i], o.Shard.Count); err != nil {
+				return Halt(err)
+			}
+			continue
+		}
+		m, err := r.upstreamMarker(i)
+		if err != nil {
+			return err
+		}
+		r.setStatus(i, "upstream", &m)
+	}
+	return nil
+}
+
+// upstreamMarker returns the marker of complete upstream stage i, or the halt that says why
+// it does not count.
+func (r *Runner) upstreamMarker(i int) (Marker, error) {
+	s, o := r.stages[i], r.opt
+	m, st, err := r.completed(i)
+	switch {
+	case st == stageComplete:
+		return m, nil
+	case st == stageAbsent && o.Shard.Sharded() && shardingOf(s) == ShardNone:
+		return m, Haltf("stage %s has not completed in %s: a sharded run runs it once, before the shards (--only %s)", s.Name(), o.RunDir, s.Name())
+	case st == stageAbsent:
+		return m, Haltf("stage %s has not completed in %s: run it first (for example --from %s)", s.Name(), o.RunDir, s.Name())
+	}
+	return m, Haltf("%w: re-run from it (--from %s)", err, s.Name())
+}
+
+// plan decides which selected stages run. A resumed run skips a complete stage with the
+// current config; a stage after one that runs always runs too: its inputs are being rewritten.
+func (r *Runner) plan() ([]int, error) {
+	o := r.opt
+	var torun []int
+	upstreamRan := false
+	for i := r.from; i <= r.to; i++ {
+		if o.Resume && !upstreamRan {
+			s := r.stages[i]
+			m, st, err := r.completed(i)
+			if st == stageComplete && !(o.RetryFailed && m.Counts["failed"] > 0) {
+				r.setStatus(i, "skipped", &m)
+				o.Log.Info("stage already complete", "stage", s.Name())
+				continue
+			}
+			if st == stageBroken {
+				// Not a halt: running the stage again is what repairs it.
+				o.Log.Warn("stage marker does not hold: running the stage again", "stage", s.Name(), "reason", err)
+				if derr := dropChanged(ShardDir(o.RunDir, s.Name(), r.shardOf(s)), m); derr != nil {
+					return nil, Haltf("remove the damaged outputs of stage %s: %w", s.Name(), derr)
+				}
+			}
+		}
+		upstreamRan = true
+		r.setStatus(i, "pending", nil)
+		torun = append(torun, i)
+	}
+	return torun, nil
+}
+
+// preflight lets every stage that will run check what would halt it, before any runs.
+func (r *Runner) preflight(ctx context.Context, torun []int) error {
+	for _, i := range torun {
+		p, ok := r.stages[i].(Preflighter)
+		if !ok {
+			continue
+		}
+		if err := p.Preflight(ctx); err != nil {
+			r.setStatus(i, "failed", nil)
+			if IsHalt(err) {
+				return fmt.Errorf("stage %s (checked before the run): %w", r.names[i], err)
+			}
+			return Haltf("stage %s (checked before the run): %w", r.names[i], err)
+		}
+	}
+	return nil
+}
+
 func streams(s Stage) bool {
 	st, ok := s.(Streamer)
 	return ok && st.Streams()
 }
 
+// processItems lists the run's items once and keeps this process's shard of them.
+func (r *Runner) processItems(ctx context.Context) ([]Item, error) {
+	r.itemsOnce.Do(func() {
+		if r.opt.Items == nil {
+			r.itemsErr = errors.New("no item source for the streaming stages")
+			return
+		}
+		all, err := r.opt.Items(ctx)
+		if err != nil {
+			r.itemsErr = fmt.Errorf("list the run's items: %w", err)
+			return
+		}
+		r.items = ShardOf(all, func(it Item) string { return it.ID }, r.opt.Shard)
+	})
+	return r.items, r.itemsErr
+}
+
 // runSegment runs stages concurrently, each feeding the next.
 func (r *Runner) runSegment(parent context.Context, idx []int) error {
+	var items []Item
+	if streams(r.stages[idx[0]]) {
+		var err error
+		if items, err = r.processItems(parent); err != nil {
+			return Halt(err)
+		}
+	}
 	g, gctx := errgroup.WithContext(parent)
 	// Cancel before closing a failed stage's output, so the stage downstream, seeing its input
 	// end, also sees the cancellation and does not mark itself complete.
@@ -438,7 +501,7 @@ func (r *Runner) runSegment(parent context.Context, idx []int) error {
 		}
 		stageIn := in
 		g.Go(func() error {
-			err := r.runStage(ctx, parent, i, stageIn, out)
+			err := r.runStage(ctx, i, items, stageIn, out)
 			if err != nil {
 				cancel(err)
 			}
@@ -456,53 +519,28 @@ func (r *Runner) runSegment(parent context.Context, idx []int) error {
 	return err
 }
 
-func (r *Runner) runStage(ctx, parent context.Context, i int, in <-chan Item, out chan Item) (err error) {
-	s := r.stages[i]
-	o := r.opt
-	sh := r.shardOf(s)
-	dir := ShardDir(o.RunDir, s.Name(), sh)
-	keep := false
-	if o.Resume {
-		if st, ok := readStarted(dir); ok && st == r.hashes[i] {
-			keep = true
-		}
-	}
-	if !keep {
-		if err := clearStageDir(dir); err != nil {
-			return Haltf("clear %s: %w", dir, err)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return Haltf("create %s: %w", dir, err)
-	}
-	// The marker of an earlier attempt no longer holds once the stage runs again.
-	if err := os.Remove(filepath.Join(dir, MarkerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return Haltf("remove old marker: %w", err)
-	}
-	if o.Remote != nil {
-		if err := o.Remote.Invalidate(ctx, r.relMarker(dir)); err != nil {
-			return Haltf("remove old marker object: %w", err)
-		}
+// runStage runs stage i in its directory and commits it: the failures table, the marker last
+// (and, for a remote run directory, the stage's files then its marker object).
+func (r *Runner) runStage(ctx context.Context, i int, items []Item, in <-chan Item, out chan Item) error {
+	s, o := r.stages[i], r.opt
+	dir := ShardDir(o.RunDir, s.Name(), r.shardOf(s))
+	keep, err := r.prepareDir(ctx, i, dir)
+	if err != nil {
+		return r.failed(i, nil, nil, err)
 	}
 	started := time.Now().UTC()
-	if err := atomicfile.WriteBytes(filepath.Join(dir, startedFile), []byte(r.hashes[i]+"\n")); err != nil {
-		return Haltf("%w", err)
-	}
-	fl, err := openFailureLog(dir)
+	sc, err := NewContext(ContextConfig{Stage: s.Name(), RunDir: o.RunDir, Dir: dir, Shard: o.Shard, Resume: keep,
+		ConfigHash: r.hashes[i], Workers: o.Workers, Log: o.Log.With("stage", s.Name()), Progress: o.Progress,
+		Items: items, In: in, Out: out})
 	if err != nil {
-		return Haltf("%w", err)
+		return r.failed(i, &started, nil, Halt(err))
 	}
-	counts := newCounters()
-	sc := &Context{RunDir: o.RunDir, Dir: dir, Shard: o.Shard, Resume: keep, ConfigHash: r.hashes[i], Workers: o.Workers,
-		Log: o.Log.With("stage", s.Name()), In: in, Out: out,
-		failures: fl, counts: counts, progress: o.Progress, stageName: s.Name()}
 	r.setRecord(i, func(rec *StageRecord) { rec.Status = "running"; rec.Started = &started })
-	r.writeManifest()
-	if o.Shard.Sharded() {
-		o.Log.Info("stage started", "stage", s.Name(), "resume", keep, "shard", o.Shard.String())
-	} else {
-		o.Log.Info("stage started", "stage", s.Name(), "resume", keep)
+	if err := r.writeManifest(); err != nil {
+		sc.Close()
+		return r.failed(i, &started, nil, Halt(err))
 	}
+	o.Log.Info("stage started", "stage", s.Name(), "resume", keep, "shard", o.Shard.String())
 
 	runErr := s.Run(ctx, sc)
 	// A stage that returns after cancellation did not finish, whatever it returned: it may
@@ -516,61 +554,126 @@ func (r *Runner) runStage(ctx, parent context.Context, i int, in <-chan Item, ou
 		for range in {
 		}
 	}
-	if cerr := fl.close(); cerr != nil && runErr == nil {
-		runErr = Haltf("%w", cerr)
+	if cerr := sc.Close(); cerr != nil && runErr == nil {
+		runErr = Halt(cerr)
 	}
 	if sc.bar != nil {
-		sc.bar.finish(runErr == nil)
+		sc.bar.Finish(runErr == nil)
 	}
+	counts := sc.Counts()
+	switch {
+	case runErr != nil && cancelled:
+		r.record(i, "interrupted", &started, counts, nil)
+		o.Log.Warn("stage stopped", "stage", s.Name(), "cause", context.Cause(ctx))
+		return runErr
+	case runErr != nil:
+		return r.failed(i, &started, counts, runErr)
+	}
+	if err := r.commit(ctx, i, dir, started, counts); err != nil {
+		return r.failed(i, &started, counts, err)
+	}
+	return nil
+}
+
+// prepareDir makes the stage directory ready: kept for a resumed attempt with the same
+// config, cleared otherwise; the old marker removed (here and in the remote); the attempt
+// recorded in _STARTED.json. It reports whether the earlier attempt's items are kept.
+func (r *Runner) prepareDir(ctx context.Context, i int, dir string) (bool, error) {
+	keep := false
+	if r.opt.Resume {
+		if st, ok := readStarted(dir); ok && st == r.hashes[i] {
+			keep = true
+		}
+	}
+	if !keep {
+		if err := clearStageDir(dir); err != nil {
+			return false, Haltf("clear stage directory %s: %w", dir, err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return false, Haltf("create stage directory: %w", err)
+	}
+	// The marker of an earlier attempt no longer holds once the stage runs again.
+	if err := os.Remove(filepath.Join(dir, MarkerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, Haltf("remove the old marker of stage %s: %w", r.names[i], err)
+	}
+	if r.opt.Remote != nil {
+		if err := r.opt.Remote.Invalidate(ctx, r.relMarker(dir)); err != nil {
+			return false, Haltf("remove the old marker object of stage %s: %w", r.names[i], err)
+		}
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(dir, startedFile), []byte(r.hashes[i]+"\n")); err != nil {
+		return false, Haltf("record the start of stage %s: %w", r.names[i], err)
+	}
+	return keep, nil
+}
+
+// commit writes what a completed stage leaves: the failures table, then the marker, then (for
+// a remote run directory) the stage's files and the marker object last.
+func (r *Runner) commit(ctx context.Context, i int, dir string, started time.Time, counts map[string]int64) error {
+	s, o := r.stages[i], r.opt
 	finished := time.Now().UTC()
-	snap := counts.snapshot()
-	rec := func(status string, e error) {
-		r.setRecord(i, func(rec *StageRecord) {
-			rec.Status, rec.Finished, rec.Counts = status, &finished, snap
-			rec.DurationS = finished.Sub(started).Seconds()
-			if e != nil {
-				rec.Error = e.Error()
-			}
-		})
-	}
-	if runErr != nil {
-		if cancelled {
-			rec("interrupted", nil)
-			o.Log.Warn("stage stopped", "stage", s.Name(), "cause", context.Cause(ctx))
-			return runErr
-		}
-		if !IsHalt(runErr) {
-			runErr = &HaltError{Err: runErr}
-		}
-		rec("failed", runErr)
-		return fmt.Errorf("stage %s: %w", s.Name(), runErr)
-	}
 	m := Marker{Stage: s.Name(), StageVersion: s.Version(), ConfigHash: r.hashes[i], PipelineVersion: o.PipelineVersion,
-		Counts: snap, Started: started, Finished: finished, DurationS: finished.Sub(started).Seconds()}
-	if sh.IsPart() {
+		Counts: counts, Started: started, Finished: finished, DurationS: finished.Sub(started).Seconds()}
+	if sh := r.shardOf(s); sh.IsPart() {
 		m.Shard = sh.String()
 	}
-	if _, err := writeFailuresTable(o.RunDir, o.Shard, arrowio.Metadata(o.PipelineVersion, o.IDCVersion, "", nil)); err != nil {
-		return Haltf("write failures.arrow: %w", err)
+	outs, err := listOutputs(dir)
+	if err != nil {
+		return Halt(err)
 	}
-	b, _ := json.MarshalIndent(m, "", "  ")
-	if err := atomicfile.WriteBytes(filepath.Join(dir, MarkerFile), append(b, '\n')); err != nil {
-		return Haltf("%w", err)
+	m.Outputs = outs
+	if _, err := writeFailuresTable(o.RunDir, r.names, o.Shard, r.tableMetadata()); err != nil {
+		return Haltf("write failures table: %w", err)
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return Haltf("encode the marker of stage %s: %w", s.Name(), err)
+	}
+	marker := filepath.Join(dir, MarkerFile)
+	if err := atomicfile.WriteBytes(marker, append(b, '\n')); err != nil {
+		return Haltf("write the marker of stage %s: %w", s.Name(), err)
 	}
 	if o.Remote != nil {
 		// Every file first, the marker object last: until it exists the stage is not done
 		// for any reader of the bucket.
 		if err := o.Remote.Push(ctx, r.relMarker(dir)); err != nil {
 			// Nor here: a resumed run must redo the upload, not skip the stage.
-			os.Remove(filepath.Join(dir, MarkerFile))
-			err = Haltf("upload stage %s: %w", s.Name(), err)
-			rec("failed", err)
-			return fmt.Errorf("stage %s: %w", s.Name(), err)
+			if rerr := os.Remove(marker); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				return Haltf("upload stage %s: %w (and remove its local marker: %v)", s.Name(), err, rerr)
+			}
+			return Haltf("upload stage %s: %w", s.Name(), err)
 		}
 	}
-	rec("done", nil)
-	o.Log.Info("stage done", "stage", s.Name(), "seconds", fmt.Sprintf("%.1f", m.DurationS), "counts", snap)
-	return r.writeManifest()
+	r.record(i, "done", &started, counts, nil)
+	o.Log.Info("stage done", "stage", s.Name(), "seconds", fmt.Sprintf("%.1f", m.DurationS), "counts", counts)
+	if err := r.writeManifest(); err != nil {
+		return Halt(err)
+	}
+	return nil
+}
+
+// failed records that stage i stopped with err (a halt) and returns err naming the stage.
+func (r *Runner) failed(i int, started *time.Time, counts map[string]int64, err error) error {
+	if !IsHalt(err) {
+		err = &HaltError{Err: err}
+	}
+	r.record(i, "failed", started, counts, err)
+	return fmt.Errorf("stage %s: %w", r.names[i], err)
+}
+
+// record sets stage i's manifest entry at its end.
+func (r *Runner) record(i int, status string, started *time.Time, counts map[string]int64, err error) {
+	finished := time.Now().UTC()
+	r.setRecord(i, func(rec *StageRecord) {
+		rec.Status, rec.Finished, rec.Counts = status, &finished, counts
+		if started != nil {
+			rec.Started, rec.DurationS = started, finished.Sub(*started).Seconds()
+		}
+		if err != nil {
+			rec.Error = err.Error()
+		}
+	})
 }
 
 func readStarted(dir string) (string, bool) {
@@ -604,26 +707,14 @@ func (r *Runner) writeManifest() error {
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
 	}
-	return atomicfile.WriteBytes(filepath.Join(r.opt.RunDir, ManifestName(r.opt.Shard)), append(b, '\n'))
-}
-
-// ExitCode maps a run's outcome to the exit status of design §5: 0 all items done, 3 finished
-// with per-item failures, 1 halted or interrupted, 2 usage error.
-func ExitCode(sum *Summary, err error) int {
-	var ue *UsageError
-	switch {
-	case errors.As(err, &ue):
-		return 2
-	case err != nil:
-		return 1
-	case sum != nil && sum.Failures > 0:
-		return 3
+	if err := atomicfile.WriteBytes(filepath.Join(r.opt.RunDir, ManifestName(r.opt.Shard)), append(b, '\n')); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
 	}
-	return 0
+	return nil
 }
 
 // shardOf is the shard whose directory a stage uses in this process: the process's shard
-// for a stage that runs per shard there, none for the others (cohort, report, the merge).
+// for a stage that runs per shard there, none for the others (a plan step, the merge).
 func (r *Runner) shardOf(s Stage) Shard {
 	if r.opt.Shard.IsPart() && shardingOf(s) != ShardNone {
 		return r.opt.Shard
@@ -631,27 +722,8 @@ func (r *Runner) shardOf(s Stage) Shard {
 	return Shard{}
 }
 
-// ManifestName is the manifest's file name at the run root: manifest.json, or
-// manifest-shard-i-of-N.json for a shard process, so that shards running at once never
-// overwrite each other's record.
-func ManifestName(s Shard) string {
-	if s.IsPart() {
-		return "manifest-" + s.Name() + ".json"
-	}
-	return "manifest.json"
-}
-
-// FailuresName is the failures table's file name at the run root: failures.arrow (every
-// stage and shard), or failures-shard-i-of-N.arrow (that shard's own failures).
-func FailuresName(s Shard) string {
-	if s.IsPart() {
-		return "failures-" + s.Name() + ".arrow"
-	}
-	return "failures.arrow"
-}
-
-// defaultShardSelection: a shard process runs the per-shard stages (fetch → embed); the
-// merge runs what comes after them (similarity, report). The plan step is --only cohort.
+// defaultShardSelection: a shard process runs the per-shard stages; the merge runs what comes
+// after them. The plan step is --only of the stage(s) before them.
 func defaultShardSelection(stages []Stage, sh Shard) (from, to int) {
 	first, last := -1, -1
 	for i, s := range stages {
@@ -682,9 +754,9 @@ func checkShardSelection(sel []Stage, sh Shard) error {
 	for _, s := range sel {
 		switch sd := shardingOf(s); {
 		case sh.IsPart() && sd == ShardNone:
-			return &UsageError{fmt.Sprintf("stage %s runs once per run, not per shard: run it without --shard (the plan step is --only cohort; the merge is --from similarity)", s.Name())}
+			return &UsageError{fmt.Sprintf("stage %s runs once per run, not per shard: run it without --shard (before the shards, or in the merge after them)", s.Name())}
 		case !sh.IsPart() && sd == ShardEach:
-			return &UsageError{fmt.Sprintf("stage %s runs per shard in a run of %d shards: pass --shard i/%d (or run the plan step, --only cohort, or the merge, --from similarity)", s.Name(), sh.Count, sh.Count)}
+			return &UsageError{fmt.Sprintf("stage %s runs per shard in a run of %d shards: pass --shard i/%d (or run the steps before or after the shards)", s.Name(), sh.Count, sh.Count)}
 		}
 	}
 	return nil

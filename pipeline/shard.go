@@ -11,21 +11,21 @@ import (
 	"strings"
 )
 
-// Shard says which part of a sharded run a process does (design §10). A run split in N shards
-// has a plan step (cohort, once), N shard processes (fetch → preprocess → embed over their own
-// lesions, each in its own stage directories) and a merge (similarity and report over every
-// shard's parts).
+// Shard says which part of a sharded run a process does. A run split in N shards has a plan
+// step (the stages before the per-shard ones, once), N shard processes (the ShardEach stages
+// over their own items, each in its own stage directories) and a merge (the stages after
+// them, over every shard's outputs).
 //
 //   - Shard{} (Count 0 or 1): the run is not sharded.
 //   - Shard{Index: i, Count: N}, 0 ≤ i < N: shard process i.
 //   - Shard{Index: -1, Count: N} (AllShards(N)): a process of a sharded run that is no shard:
 //     the plan step and the merge.
 //
-// Lesions are split by their position in the lesion_id order of cohort/lesions.arrow: shard i
-// gets positions [i·n/N, (i+1)·n/N), a contiguous range. The split depends only on the cohort
-// and N (not on worker counts or timing), so every process agrees on it and a re-run shard
-// redoes exactly its own lesions; contiguous ranges also keep a patient's lesions (ids share
-// the patient prefix) in one shard, so a series is fetched once.
+// Items are split by their position in the sorted order of their ids: shard i gets positions
+// [i·n/N, (i+1)·n/N), a contiguous range. The split depends only on the items and N (not on
+// worker counts or timing), so every process agrees on it and a re-run shard redoes exactly
+// its own items; contiguous ranges also keep items with a common id prefix together (for the
+// connectome, a patient's lesions, so that a series is fetched once).
 type Shard struct{ Index, Count int }
 
 // AllShards is the view of a sharded run's plan step and merge.
@@ -72,7 +72,7 @@ func (s Shard) Range(n int) (lo, hi int) {
 	return s.Index * n / s.Count, (s.Index + 1) * n / s.Count
 }
 
-// Owns returns the membership test of the shard over ids (lesion ids of the cohort, in any
+// Owns returns the membership test of the shard over ids (the run's item ids, in any
 // order; duplicates count once): the ids at the shard's positions in sorted order. When the
 // process is not one shard, every id is owned.
 func (s Shard) Owns(ids []string) func(id string) bool {
@@ -99,7 +99,8 @@ func ParseShard(v string) (Shard, error) {
 	return NewShard(i, n)
 }
 
-// MaxShards bounds N: beyond it per-shard overhead (a cohort read, a model session) dominates.
+// MaxShards bounds N: beyond it the per-shard overhead (reading the plan, opening sessions)
+// dominates.
 const MaxShards = 100000
 
 // NewShard checks i and n.
@@ -117,14 +118,13 @@ func NewShard(i, n int) (Shard, error) {
 type Sharding int
 
 const (
-	// ShardNone: the stage runs once per run, never in a shard process (cohort, report).
+	// ShardNone: the stage runs once per run, never in a shard process.
 	ShardNone Sharding = iota
-	// ShardEach: the stage runs in every shard process over the shard's lesions, never in the
-	// merge (fetch, preprocess, embed).
+	// ShardEach: the stage runs in every shard process over the shard's items, never in the
+	// merge.
 	ShardEach
-	// ShardEither: the stage runs once over all shards' parts in the merge, or in each shard
-	// process over the shard's part of the work, which the merge then gathers (similarity by
-	// query rows).
+	// ShardEither: the stage runs once over all shards' outputs in the merge, or in each shard
+	// process over the shard's part of the work, which the merge then gathers.
 	ShardEither
 )
 
@@ -149,12 +149,10 @@ func ShardDir(runDir, stage string, s Shard) string {
 	return filepath.Join(runDir, stage)
 }
 
-// ReadShardMarker reads a stage's marker for a process (see ShardDir).
-func ReadShardMarker(runDir, stage string, s Shard) (Marker, bool, error) {
-	return readMarkerDir(ShardDir(runDir, stage, s), stage)
-}
-
 var shardDirName = regexp.MustCompile(`^shard-[0-9]+-of-[0-9]+$`)
+
+// IsShardDir reports whether name is a shard's directory inside a stage directory (Shard.Name).
+func IsShardDir(name string) bool { return shardDirName.MatchString(name) }
 
 // clearStageDir empties dir, keeping the shard directories inside it: the merge's stage
 // directory holds the shards' own ones, which are theirs to clear.
@@ -167,7 +165,7 @@ func clearStageDir(dir string) error {
 		return err
 	}
 	for _, e := range ents {
-		if e.IsDir() && shardDirName.MatchString(e.Name()) {
+		if e.IsDir() && IsShardDir(e.Name()) {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
@@ -177,20 +175,29 @@ func clearStageDir(dir string) error {
 	return nil
 }
 
-// checkShardMarkers checks that every shard completed a stage with config hash want; the
-// error names the missing and mismatched shards.
-func checkShardMarkers(runDir, stage, want string, n int) error {
-	var missing, other []string
-	for _, s := range AllShards(n).Each() {
-		m, ok, err := ReadShardMarker(runDir, stage, s)
-		if err != nil {
-			return err
-		}
+// checkShardMarkers checks that every shard completed stage s with config hash want, its
+// published outputs present (see outputsPresent); the error names the missing, mismatched
+// and broken shards.
+func checkShardMarkers(runDir string, s Stage, want string, n int) error {
+	stage := s.Name()
+	published := func(rel string) bool {
+		p, ok := s.(Publisher)
+		return !ok || rel == failuresJournal || p.Published(rel)
+	}
+	var missing, other, broken []string
+	for _, sh := range AllShards(n).Each() {
+		m, ok, err := ReadMarker(runDir, stage, sh)
 		switch {
+		case err != nil:
+			broken = append(broken, fmt.Sprintf("%d (%v)", sh.Index, err))
 		case !ok:
-			missing = append(missing, strconv.Itoa(s.Index))
+			missing = append(missing, strconv.Itoa(sh.Index))
 		case m.ConfigHash != want:
-			other = append(other, fmt.Sprintf("%d (hash %.12s)", s.Index, m.ConfigHash))
+			other = append(other, fmt.Sprintf("%d (hash %.12s)", sh.Index, m.ConfigHash))
+		default:
+			if err := outputsPresent(ShardDir(runDir, stage, sh), m, published); err != nil {
+				broken = append(broken, fmt.Sprintf("%d (%v)", sh.Index, err))
+			}
 		}
 	}
 	var msgs []string
@@ -200,6 +207,9 @@ func checkShardMarkers(runDir, stage, want string, n int) error {
 	if len(other) > 0 {
 		msgs = append(msgs, fmt.Sprintf("shards %s ran with a different config (now %.12s)", strings.Join(other, ", "), want))
 	}
+	if len(broken) > 0 {
+		msgs = append(msgs, fmt.Sprintf("the markers of shards %s do not hold", strings.Join(broken, ", ")))
+	}
 	if len(msgs) > 0 {
 		return fmt.Errorf("stage %s in %s: %s: run those shards (--shard i/%d) first", stage, runDir, strings.Join(msgs, "; "), n)
 	}
@@ -207,7 +217,7 @@ func checkShardMarkers(runDir, stage, want string, n int) error {
 }
 
 // ShardOf keeps the items of xs that the shard owns (see Owns), in their order; all of them
-// when the process is not one shard. id gives an item's lesion_id.
+// when the process is not one shard. id gives an item's id.
 func ShardOf[T any](xs []T, id func(T) string, s Shard) []T {
 	if !s.IsPart() {
 		return xs

@@ -89,7 +89,7 @@ func TestShardSelectionAndHashes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("shard %v: %v", sh, err)
 		}
-		return r.ConfigHashes()
+		return slices.Clone(r.hashes)
 	}
 	plain, s0, s1, s0of3 := hashes(Shard{}), hashes(Shard{0, 2}), hashes(Shard{1, 2}), hashes(Shard{0, 3})
 	if plain[0] != s0[0] || plain[1] == s0[1] {
@@ -106,8 +106,8 @@ func TestShardSelectionAndHashes(t *testing.T) {
 		only, from string
 		bad        string
 	}{
-		{Shard{0, 2}, "cohort", "", "runs once per run"},
-		{AllShards(2), "fetch", "", "runs per shard"},
+		{Shard{0, 2}, "list", "", "runs once per run"},
+		{AllShards(2), "square", "", "runs per shard"},
 		{AllShards(2), "", "", "runs per shard"}, // nothing after the per-shard stages here
 	} {
 		_, err := NewRunner(stages, Options{RunDir: t.TempDir(), Shard: tc.sh, Only: tc.only, From: tc.from})
@@ -125,17 +125,17 @@ func TestShardsKeepTheirOwnDirectories(t *testing.T) {
 	p := newTestPipeline(6, 2)
 	stages := []Stage{p.list, shardedStage{p.square, ShardEach}, shardedStage{p.sum, ShardEach}}
 	run := func(sh Shard, only string, resume bool) error {
-		r, err := NewRunner(stages, Options{RunDir: dir, Shard: sh, Only: only, Resume: resume})
+		r, err := NewRunner(stages, Options{RunDir: dir, Shard: sh, Only: only, Resume: resume, Items: itemSource(dir)})
 		if err != nil {
 			return err
 		}
 		_, err = r.Run(context.Background())
 		return err
 	}
-	if err := run(Shard{0, 2}, "", false); err == nil || !strings.Contains(err.Error(), "--only cohort") {
+	if err := run(Shard{0, 2}, "", false); err == nil || !strings.Contains(err.Error(), "--only list") {
 		t.Fatalf("shard before the plan: %v", err)
 	}
-	if err := run(AllShards(2), StageCohort, false); err != nil {
+	if err := run(AllShards(2), "list", false); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 2 {
@@ -149,8 +149,8 @@ func TestShardsKeepTheirOwnDirectories(t *testing.T) {
 	}
 	for i := range 2 {
 		sh := Shard{i, 2}
-		for _, st := range []string{StageFetch, StagePreprocess} {
-			m, ok, err := ReadShardMarker(dir, st, sh)
+		for _, st := range []string{"square", "sum"} {
+			m, ok, err := ReadMarker(dir, st, sh)
 			if err != nil || !ok || m.Shard != sh.String() {
 				t.Errorf("%s marker of shard %d: %+v %v %v", st, i, m, ok, err)
 			}
@@ -161,16 +161,34 @@ func TestShardsKeepTheirOwnDirectories(t *testing.T) {
 			}
 		}
 	}
-	if _, ok, _ := ReadMarker(dir, StageFetch); ok {
+	if _, ok, _ := ReadMarker(dir, "square", Shard{}); ok {
 		t.Error("a shard wrote the unsharded marker")
 	}
-	if err := clearStageDir(filepath.Join(dir, StageFetch)); err != nil {
+	if err := clearStageDir(filepath.Join(dir, "square")); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := ReadShardMarker(dir, StageFetch, Shard{1, 2}); !ok {
+	if _, ok, _ := ReadMarker(dir, "square", Shard{1, 2}); !ok {
 		t.Error("clearing the merge's stage directory removed a shard's")
 	}
-	if err := checkShardMarkers(dir, StageFetch, "other", 2); err == nil || !strings.Contains(err.Error(), "shards 0 (hash") {
+	if err := checkShardMarkers(dir, stages[1], "other", 2); err == nil || !strings.Contains(err.Error(), "shards 0 (hash") {
 		t.Errorf("checkShardMarkers with another hash: %v", err)
 	}
+	if err := os.Remove(filepath.Join(ShardDir(dir, "sum", Shard{1, 2}), "result.txt")); err != nil {
+		t.Fatal(err)
+	}
+	h := newRunnerHashes(t, stages, Shard{1, 2})
+	if err := checkShardMarkers(dir, stages[2], h[2], 2); err == nil || !strings.Contains(err.Error(), "shards 1 (output") ||
+		!strings.Contains(err.Error(), "is missing") {
+		t.Errorf("checkShardMarkers with a lost output: %v", err)
+	}
+}
+
+// newRunnerHashes returns the config hashes a runner of the shard computes for stages.
+func newRunnerHashes(t *testing.T, stages []Stage, sh Shard) []string {
+	t.Helper()
+	r, err := NewRunner(stages, Options{RunDir: t.TempDir(), Shard: sh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.hashes
 }

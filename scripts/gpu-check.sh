@@ -10,6 +10,15 @@
 #   scripts/gpu-check.sh build   on the build machine: compile the test binaries into
 #                                bin/gpu-check/ (for a GPU machine without Go or internet)
 #   scripts/gpu-check.sh [run]   on the GPU machine (builds first when Go is there)
+#   scripts/gpu-check.sh encoders [DIR]
+#                                the 9 encoder graphs of DIR (default weights-random, from
+#                                `make models-random`): per model, CUDA patches/s at batch 1, 8
+#                                and 32 with cudnn_conv_algo_search EXHAUSTIVE and HEURISTIC,
+#                                CUDA vs CPU agreement, peak GPU memory; one table
+#                                (scripts/bench/encoders.py --cuda). Installs onnxruntime-gpu
+#                                1.29.0 with its CUDA 12 / cuDNN 9 wheels into a venv under
+#                                ~/.cache/connectome (needs PyPI); stops after GPU_CHECK_BUDGET_S
+#                                (default 450 s) so that the whole check stays under 8 minutes.
 #
 # ONNX Runtime with CUDA, in order of preference:
 #   - $ONNXRUNTIME_LIB when set (e.g. from scripts/install-onnxruntime.sh --gpu);
@@ -40,7 +49,25 @@ build() {
 	go build -o "$bin/connectome" ./cmd/connectome || log "note: cmd/connectome did not build; the checks do not need it"
 }
 
+encoders() {
+	dir=${1:-weights-random}
+	[ -f "$dir/models.yaml" ] || { log "no $dir/models.yaml: run make models-random first (or pass an export directory)"; exit 1; }
+	command -v nvidia-smi >/dev/null || { log "nvidia-smi not found: this does not look like a GPU machine"; exit 1; }
+	nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | sed 's/^/gpu-check: GPU: /' >&2
+	venv="$HOME/.cache/connectome/venv-gpu-check"
+	if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime, yaml' 2>/dev/null; then
+		log "installing onnxruntime-gpu 1.29.0 (CUDA 12, cuDNN 9 wheels) into $venv"
+		python3 -m venv "$venv"
+		"$venv/bin/pip" install -q --disable-pip-version-check 'onnxruntime-gpu[cuda,cudnn]==1.29.0' numpy==1.26.4 PyYAML==6.0.4
+	fi
+	timeout "${GPU_CHECK_BUDGET_S:-450}" "$venv/bin/python" "$repo/scripts/bench/encoders.py" --cuda --models-dir "$dir" --runs "${GPU_CHECK_RUNS:-10}"
+}
+
 case "$mode" in
+encoders)
+	encoders "${2:-}"
+	exit 0
+	;;
 build)
 	build
 	exit 0

@@ -6,7 +6,6 @@
 package main
 
 import (
-	"connectome/version"
 	"context"
 	"errors"
 	"flag"
@@ -17,8 +16,11 @@ import (
 	"syscall"
 	"time"
 
-	"connectome/demo"
-	"connectome/demo/demorun"
+	"connectome/stages"
+
+	"connectome/internal/console"
+	"connectome/internal/demo"
+	"connectome/internal/demo/demorun"
 	"connectome/pipeline"
 )
 
@@ -30,12 +32,14 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o := demorun.Options{Version: version.Pipeline, Command: append([]string{"connectome-demo"}, args...)}
+	o := demorun.Options{Version: stages.PipelineVersion, Command: append([]string{"connectome-demo"}, args...)}
 	var logLevel, progress string
 	fs := flag.NewFlagSet("connectome-demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.Config, "config", "configs/demo.yaml", "pipeline config `FILE`")
-	fs.StringVar(&o.RunDir, "run-dir", "", "run `DIR` (default: the config's run_dir, runs/demo)")
+	fs.StringVar(&o.RunDir, "run-dir", "", "run `DIR` (default: the config's run_dir, runs/demo); gs://BUCKET/PREFIX keeps it in Cloud Storage (STORAGE_EMULATOR_HOST for an emulator)")
+	fs.StringVar(&o.WorkDir, "work-dir", "", "local working copy `DIR` of a gs:// run dir (default: under the user cache dir)")
+	fs.StringVar(&o.ModelsDir, "models-dir", "", "`DIR` the demo encoders are written to (default: the config's embed.models_dir)")
 	fs.StringVar(&o.CohortDir, "cohort-dir", "runs/demo-cohort", "`DIR` caching generated cohorts (one folder per seed and size)")
 	fs.IntVar(&o.Patients, "patients", demo.DefaultPatients, "number of synthetic patients `N`")
 	fs.Int64Var(&o.Seed, "seed", demo.DefaultSeed, "generator `SEED`: the same seed and size give the same bytes")
@@ -68,7 +72,7 @@ Flags:
 		fmt.Fprintln(stderr, "connectome-demo: --patients must be at least 1")
 		return 2
 	}
-	log, p, err := pipeline.NewConsole(stderr, "text", logLevel, progress)
+	log, p, err := console.New(stderr, "text", logLevel, progress)
 	if err != nil {
 		fmt.Fprintln(stderr, "connectome-demo:", err)
 		return 2

@@ -11,7 +11,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"connectome/version"
+	"connectome/models/onnxrt"
+	"connectome/stages"
+	"connectome/stages/report"
 )
 
 const usage = `connectome: the NLST-Sybil tumour connectome pipeline
@@ -20,6 +22,7 @@ Usage:
   connectome run     --config FILE [--run-dir DIR] [--from S] [--to S] [--only S] [--resume] ...
   connectome patch   --dicom DIR --center-lps=X,Y,Z --model NAME --out FILE.npy
   connectome models  list | verify
+  connectome failures [--run-dir DIR] [--stage S]
   connectome version
 
 Stages, in order: cohort, fetch, preprocess, embed, similarity, report.
@@ -50,8 +53,16 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "models":
 		return cmdModels(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "connectome", version.String())
+		fmt.Fprintln(stdout, "connectome", stages.VersionString())
+		fmt.Fprintln(stdout, "onnx runtime", onnxrt.ORTVersion, "(library: $"+onnxrt.EnvLibrary+", else lib/ beside this binary)")
+		lib := "built in"
+		if !report.GraphLibraryEmbedded() {
+			lib = "MISSING: rebuild with make build"
+		}
+		fmt.Fprintln(stdout, "report graph library:", lib)
 		return 0
+	case "failures":
+		return cmdFailures(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

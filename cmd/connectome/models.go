@@ -18,29 +18,27 @@ import (
 	"connectome/stages/embed"
 )
 
-const modelsUsage = `usage: connectome models list       [--models FILE] [--models-dir DIR]
-       connectome models verify     [--models FILE] [--models-dir DIR] [--model NAME]...
-       connectome models write-demo [--models FILE] [--models-dir DIR]
+const modelsUsage = `usage: connectome models list   [--models FILE] [--models-dir DIR]
+       connectome models verify [--models FILE] [--models-dir DIR] [--model NAME]... [--threads N]
 
 list        shows each model of the models file: embedding dimension, input shape (batch, 1,
             R0, R1, R2 in the model's axis order), batch size, whether its ONNX file is present,
             and whether the file's sha256 matches the one recorded in the models file.
 verify      checks every model fully and exits 1 on any problem: the file is present, its
             sha256 is recorded and matches, its declared input and output names and shapes
-            match the models file, and ONNX Runtime opens it on CPU and returns
+            match the models file, the embedding dimension is fixed in the graph (not
+            symbolic) and equals embedding_dim, and ONNX Runtime opens it on CPU and returns
             (batch, embedding_dim) for a batch of zeros.
-write-demo  writes the ONNX files of generated encoders (names demo-* and test-*, for example
-            configs/demo-models.yaml) into the models directory; no Python needed. The published
-            models come from scripts/export_models.py instead.
 
 flags:
-  --models FILE      models file (default configs/models.yaml)
+  --models FILE      models file (default: the 9 published encoders, configs/models.yaml, built in);
+                     --models-file is the same flag
   --models-dir DIR   directory of the ONNX files (default weights)
   --model NAME       verify only this model (repeat for several)
   --threads N        ONNX Runtime CPU threads for verify (default 0 = all cores)
 
-ONNX Runtime: $ONNXRUNTIME_LIB, or third_party/onnxruntime/libonnxruntime.so.1.29.0 in the
-repository (scripts/install-onnxruntime.sh installs it).
+ONNX Runtime: $ONNXRUNTIME_LIB, or lib/libonnxruntime.so.1.29.0 beside this binary (make build
+installs it there).
 
 exit status: 0 ok, 1 a problem was found (verify) or an error, 2 usage error
 `
@@ -64,7 +62,7 @@ func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 0
 	}
 	switch sub {
-	case "list", "verify", "write-demo":
+	case "list", "verify":
 	default:
 		fmt.Fprintf(stderr, "connectome models: unknown subcommand %q\n\n%s", sub, modelsUsage)
 		return 2
@@ -72,7 +70,8 @@ func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("models "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, modelsUsage) }
-	file := fs.String("models", "configs/models.yaml", "")
+	file := fs.String("models", "", "")
+	fs.StringVar(file, "models-file", "", "")
 	dir := fs.String("models-dir", "weights", "")
 	threads := fs.Int("threads", 0, "")
 	var only nameList
@@ -98,16 +97,6 @@ func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return modelsList(reg, *dir, stdout, stderr)
 	case "verify":
 		return modelsVerify(ctx, reg, *dir, only, *threads, stdout, stderr)
-	case "write-demo":
-		paths, err := onnx.WriteDemoModels(*dir, reg)
-		for _, p := range paths {
-			fmt.Fprintln(stdout, "ok", p)
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "connectome models write-demo: %v\n", err)
-			return 1
-		}
-		return 0
 	}
 	fmt.Fprintf(stderr, "connectome models: unknown subcommand %q\n\n%s", sub, modelsUsage)
 	return 2
@@ -185,7 +174,7 @@ func modelsVerify(ctx context.Context, reg *models.Registry, dir string, only []
 		case err != nil:
 			issues = append(issues, err.Error())
 		case !present:
-			issues = append(issues, fmt.Sprintf("%s is missing (export it with scripts/export_models.py on a GPU VM, or `connectome models write-demo` for demo-*/test-* models)", path))
+			issues = append(issues, fmt.Sprintf("%s is missing; %s", path, reg.Obtain))
 		case verdict == "not recorded":
 			issues = append(issues, fmt.Sprintf("no sha256 in %s (the file has %s)", reg.Path, sum))
 		case verdict != "ok":
@@ -235,6 +224,12 @@ func verifyRun(rt *onnxrt.Runtime, rtErr error, s *models.Spec, path string, thr
 	}
 	if err := embed.CheckSignature(path, s, batch); err != nil {
 		return []string{err.Error()}
+	}
+	if out, ok := sig.Output(s.Output); ok && len(out.Dims) == 2 && out.Dims[1].Param != "" {
+		// CheckSignature accepts a symbolic dimension (it could be anything at run time); a
+		// published graph must say what it returns.
+		return []string{fmt.Sprintf("%s: output %v has a symbolic embedding dimension %q; export it static (embedding_dim %d)",
+			path, out, out.Dims[1].Param, s.EmbeddingDim)}
 	}
 	if rtErr != nil {
 		return []string{fmt.Sprintf("cannot open with ONNX Runtime: %v", rtErr)}

@@ -9,10 +9,10 @@ import (
 	"strconv"
 	"strings"
 
-	"connectome/atomicfile"
-	"connectome/dicomio"
+	"connectome/internal/atomicfile"
+	"connectome/internal/dicomio"
+	"connectome/internal/patch"
 	"connectome/models"
-	"connectome/npy"
 	"connectome/stages/preprocess"
 )
 
@@ -28,7 +28,7 @@ flags:
                        values as --center-lps=-1.5,20,-300 (required)
   --model NAME         model name from the models file (required)
   --out FILE.npy       output tensor (required)
-  --models FILE        models file (default configs/models.yaml)
+  --models FILE        models file (default: the one built in, configs/models.yaml)
   --qc FILE.png        also write the QC preview (axial, coronal, sagittal at the seed)
 
 exit status: 0 written, 1 failed (unreadable series, seed outside the volume), 2 usage error
@@ -42,7 +42,7 @@ func cmdPatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	center := fs.String("center-lps", "", "")
 	model := fs.String("model", "", "")
 	out := fs.String("out", "", "")
-	modelsFile := fs.String("models", "configs/models.yaml", "")
+	modelsFile := fs.String("models", "", "") // "": the registry built into the binary
 	qc := fs.String("qc", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -91,7 +91,7 @@ func cmdPatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return fail(fmt.Errorf("seed %v: %w", seed, err))
 	}
 	t := res.Tensors[0]
-	if err := atomicfile.Write(*out, func(w io.Writer) error { return npy.WriteFloat32(w, t.Shape[:], t.Data) }); err != nil {
+	if err := atomicfile.Write(*out, func(w io.Writer) error { return patch.WriteNPY(w, t.Shape[:], t.Data) }); err != nil {
 		return fail(err)
 	}
 	if *qc != "" {

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"connectome/dicomio"
-	"connectome/dicomio/dicomsynth"
+	"connectome/internal/dicomio"
+	"connectome/internal/dicomio/dicomsynth"
+	"connectome/internal/patch"
 	"connectome/models"
-	"connectome/npy"
 	"connectome/stages/preprocess"
 )
 
@@ -37,7 +37,7 @@ func TestCmdPatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shape, data, err := npy.ReadFloat32(f)
+	shape, data, err := patch.ReadNPY(f)
 	f.Close()
 	if err != nil || len(shape) != 5 || shape[2] != 48 {
 		t.Fatalf("tensor %v %v", shape, err)

@@ -12,12 +12,13 @@ import (
 	"slices"
 	"strings"
 
-	"connectome/assemble"
-	"connectome/config"
-	"connectome/models"
+	"connectome/internal/console"
+	"connectome/internal/gcp"
+	"connectome/internal/layout"
+	"connectome/models/onnxrt"
 	"connectome/pipeline"
-	"connectome/rundir"
-	"connectome/version"
+	"connectome/stages"
+	"connectome/stages/report"
 )
 
 // stringList is a repeatable flag that also splits on commas.
@@ -39,6 +40,7 @@ type runFlags struct {
 	device                              string
 	workers                             int
 	embeddings                          stringList
+	clinical                            string
 	logFormat, logLevel, progress       string
 	cacheDir, billingProject, modelsDir string
 	maxBytesBilled                      int64
@@ -51,7 +53,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f runFlags
 	fs := flag.NewFlagSet("connectome run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.config, "config", "configs/nlst-sybil.yaml", "pipeline config `FILE` (YAML; unknown keys are errors)")
+	fs.StringVar(&f.config, "config", "", "pipeline config `FILE` (YAML; unknown keys are errors; relative paths in it are relative to it). Default: the built-in defaults, which configs/nlst-sybil.yaml lists")
 	fs.StringVar(&f.runDir, "run-dir", "", "run `DIR` for every output (overrides run_dir in the config); gs://BUCKET/PREFIX keeps it in Cloud Storage, through a local working copy (--work-dir)")
 	fs.StringVar(&f.workDir, "work-dir", "", "local working copy `DIR` of a gs:// run dir (default: a directory named for the URL, and the shard, under the user cache dir: ~/.cache/connectome/runs/)")
 	fs.StringVar(&f.from, "from", "", "first `STAGE` to run; earlier stages must be complete in the run dir")
@@ -62,6 +64,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.device, "device", "", "inference device `cpu|cuda|auto` (overrides embed.device; auto falls back to CPU and says so)")
 	fs.IntVar(&f.workers, "workers", 0, "worker count `N` per stage (0: the config's, else the number of CPUs)")
 	fs.Var(&f.embeddings, "embeddings", "Arrow IPC or Parquet `FILE`s of embeddings for similarity (repeat, or comma-separate; with --only similarity no other stage is needed)")
+	fs.StringVar(&f.clinical, "clinical", "", "clinical data `FILE` (CSV, Parquet or Arrow) for the report, instead of the cohort's (overrides report.clinical_file): colours a run from --embeddings by cancer type, stage, sex, age, race, smoking. Columns: see Clinical file below")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format `text|json` (logs go to stderr)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level `debug|info|warn|error`")
 	fs.StringVar(&f.progress, "progress", "auto", "progress display `auto|bars|log|none` (auto: bars on a terminal, else a log line per stage every few seconds)")
@@ -85,6 +88,7 @@ Examples:
   connectome run --config configs/nlst-sybil.yaml --from embed --device cuda
   connectome run --only similarity --embeddings emb.parquet --run-dir runs/mine
   connectome run --from similarity --embeddings emb.arrow --run-dir runs/mine   (similarity + report)
+  connectome run --from similarity --embeddings emb.arrow --clinical clinical.csv --run-dir runs/mine
 
 Sharded (docs/sharding.md): plan once, run N shards anywhere at once, then merge:
   connectome run --config c.yaml --shards 8 --only cohort
@@ -96,6 +100,7 @@ process works on a local copy (--work-dir) and uploads a stage's files, then its
 Flags:
 `)
 		fs.PrintDefaults()
+		fmt.Fprint(stderr, "\nClinical file (--clinical, or report.clinical_file in the config):\n", report.ClinicalColumns, "\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -123,10 +128,14 @@ Flags:
 	}
 
 	for _, st := range []struct{ flag, name string }{{"from", f.from}, {"to", f.to}, {"only", f.only}} {
-		if st.name != "" && !slices.Contains(pipeline.StageOrder(), st.name) {
-			fmt.Fprintf(stderr, "connectome run: --%s %q: unknown stage (stages: %s)\n", st.flag, st.name, strings.Join(pipeline.StageOrder(), ", "))
+		if st.name != "" && !slices.Contains(stages.Names(), st.name) {
+			fmt.Fprintf(stderr, "connectome run: --%s %q: unknown stage (stages: %s)\n", st.flag, st.name, strings.Join(stages.Names(), ", "))
 			return 2
 		}
+	}
+	if msg := checkRunFlags(f); msg != "" {
+		fmt.Fprintln(stderr, "connectome run:", msg)
+		return 2
 	}
 	log, closeLog, err := newLogger(stderr, f.logFormat, f.logLevel, f.progress)
 	if err != nil {
@@ -138,8 +147,33 @@ Flags:
 	return code
 }
 
+// checkRunFlags says what is wrong with a combination of flags ("" if nothing): values the
+// config would silently ignore, and --embeddings with stages that compute embeddings.
+func checkRunFlags(f runFlags) string {
+	switch {
+	case f.workers < 0:
+		return fmt.Sprintf("--workers %d: want 0 (the config's, else one per CPU) or more", f.workers)
+	case f.maxBytesBilled < 0:
+		return fmt.Sprintf("--max-bytes-billed %d: want a positive byte count (0: the config's)", f.maxBytesBilled)
+	case f.shards < 0:
+		return fmt.Sprintf("--shards %d: want 1 or more (0: the config's)", f.shards)
+	}
+	if len(f.embeddings) == 0 || f.shards > 0 {
+		return ""
+	}
+	first := f.from
+	if f.only != "" {
+		first = f.only
+	}
+	if i := slices.Index(stages.Names(), first); i < 0 || i < slices.Index(stages.Names(), "similarity") {
+		// the embed stage's output and the files would both feed similarity, silently mixed
+		return "--embeddings feeds similarity with embeddings made elsewhere: use it with --from similarity or --only similarity, not with a run that computes embeddings"
+	}
+	return ""
+}
+
 func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
-	cfg, err := config.Load(f.config, configOverrides(f))
+	cfg, err := stages.LoadConfig(f.config, configOverrides(f))
 	if err != nil {
 		lg.Error("bad config", "err", err)
 		return 1
@@ -155,7 +189,7 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 	// A run dir in Cloud Storage: the stages work on a local copy, synced at stage boundaries.
 	manifestCfg, runDirName := cfg, cfg.RunDir
 	var remote pipeline.Remote
-	if rundir.IsURL(cfg.RunDir) {
+	if gcp.IsURL(cfg.RunDir) {
 		d, closeRemote, err := openRemote(ctx, cfg, f.workDir, shard)
 		if err != nil {
 			lg.Error("cannot open run directory", "err", err)
@@ -166,19 +200,17 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 		lg.Info("run directory in Cloud Storage", "run_dir", d.URL.String(), "work_dir", d.Local)
 		remote, cfg.RunDir = d, d.Local
 	}
-	chain, err := assemble.Build(ctx, cfg, version.Pipeline, assemble.Endpoints{}, lg.Logger)
+	chain, err := stages.Build(ctx, cfg, stages.PipelineVersion, stages.Endpoints{}, lg.Logger)
 	if err != nil {
 		lg.Error("cannot start", "err", err)
 		return 1
 	}
 	defer chain.Close()
-	r, err := pipeline.NewRunner(chain.Stages, pipeline.Options{
-		RunDir: cfg.RunDir, From: f.from, To: f.to, Only: f.only,
-		Resume: f.resume, RetryFailed: f.retryFailed, Workers: cfg.Workers,
-		Log: lg.Logger, Progress: lg.progress, PipelineVersion: version.Pipeline, IDCVersion: cfg.Cohort.IDCRelease,
+	r, err := chain.NewRunner(pipeline.Options{
+		From: f.from, To: f.to, Only: f.only, Resume: f.resume, RetryFailed: f.retryFailed,
+		Log: lg.Logger, Progress: lg.progress,
 		Command: append([]string{"connectome", "run"}, args...), Config: manifestCfg,
-		Versions: map[string]string{"pipeline": version.String(), "idc": cfg.Cohort.IDCRelease, "onnxruntime": onnxRuntimeVersion},
-		Models:   modelChecksums(chain.Registry),
+		Versions: map[string]string{"pipeline": stages.VersionString(), "idc": cfg.Cohort.IDCRelease, "onnxruntime": onnxrt.ORTVersion},
 		Shard:    shard,
 		Remote:   remote,
 	})
@@ -206,57 +238,45 @@ func run(ctx context.Context, f runFlags, args []string, lg *logger) int {
 //
 // The default working copy is per shard: shards run at once on one machine then never scan
 // (and upload) each other's unfinished files.
-func openRemote(ctx context.Context, cfg config.Config, workDir string, sh pipeline.Shard) (*rundir.Dir, func() error, error) {
-	u, err := rundir.ParseURL(cfg.RunDir)
+func openRemote(ctx context.Context, cfg stages.Config, workDir string, sh pipeline.Shard) (*gcp.Dir, func() error, error) {
+	u, err := gcp.ParseURL(cfg.RunDir)
 	if err != nil {
 		return nil, nil, &pipeline.UsageError{Msg: "--run-dir: " + err.Error()}
 	}
 	if workDir == "" {
-		if workDir, err = rundir.WorkDir(u); err != nil {
+		if workDir, err = gcp.WorkDir(u); err != nil {
 			return nil, nil, err
 		}
 		if sh.IsPart() {
 			workDir = filepath.Join(workDir, sh.Name())
 		}
 	}
-	d, closeFn, err := rundir.Open(ctx, u, workDir, rundir.ClientOptions{})
+	d, closeFn, err := gcp.Open(ctx, u, workDir, gcp.ClientOptions{})
 	if err != nil {
-		return nil, nil, pipeline.Haltf("%w", err)
+		return nil, nil, pipeline.Halt(err)
 	}
 	if cfg.Fetch.CacheDir == "" {
-		d.Exclude = []string{"dicom"}
+		d.Exclude = []string{layout.DICOMDir}
 	}
 	return d, closeFn, nil
 }
 
-func configOverrides(f runFlags) config.Overrides {
-	return config.Overrides{RunDir: f.runDir, Device: f.device, Workers: f.workers, Embeddings: f.embeddings,
+func configOverrides(f runFlags) stages.Overrides {
+	return stages.Overrides{RunDir: f.runDir, Device: f.device, Workers: f.workers, Embeddings: f.embeddings,
 		CacheDir: f.cacheDir, BillingProject: f.billingProject, MaxBytesBilled: f.maxBytesBilled, ModelsDir: f.modelsDir,
-		Shards: f.shards}
+		Shards: f.shards, Clinical: f.clinical}
 }
 
 // logger is the run's slog logger and the progress display it shares the terminal with.
 type logger struct {
 	*slog.Logger
-	progress *pipeline.Progress
+	progress *console.Progress
 }
 
 func newLogger(w io.Writer, format, level, progress string) (*logger, func(), error) {
-	l, p, err := pipeline.NewConsole(w, format, level, progress)
+	l, p, err := console.New(w, format, level, progress)
 	if err != nil {
 		return nil, nil, err
 	}
 	return &logger{Logger: l, progress: p}, p.Close, nil
-}
-
-// onnxRuntimeVersion is the ONNX Runtime release the project pins (make deps).
-const onnxRuntimeVersion = "1.29.0"
-
-// modelChecksums records, in the manifest, the registry's checksum of every model.
-func modelChecksums(reg *models.Registry) map[string]string {
-	out := map[string]string{}
-	for _, m := range reg.Models {
-		out[m.Name] = m.SHA256
-	}
-	return out
 }

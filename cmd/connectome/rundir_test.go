@@ -1,27 +1,21 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"connectome/gcsobj/gcstest"
+	"connectome/internal/gcp/gcptest"
+	"connectome/internal/tables"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 // TestRunDirInBucket runs similarity and report with --run-dir gs://… against a fake GCS
 // (STORAGE_EMULATOR_HOST): the outputs and markers land in the bucket, and a second process
 // with another working copy resumes from the bucket alone.
 func TestRunDirInBucket(t *testing.T) {
-	if _, err := os.Stat("../../third_party/web"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("third_party/web missing: run make deps")
-		}
-		t.Skip("third_party/web missing: run make deps")
-	}
-	srv, err := gcstest.New(nil)
+	requireGraphLibrary(t)
+	srv, err := gcptest.New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

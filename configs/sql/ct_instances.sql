@@ -5,7 +5,9 @@
 -- Geometry columns are REPEATED (DS values stored as STRING in dicom_all), so each element
 -- is read with SAFE_OFFSET + SAFE_CAST: a missing value comes back NULL, and the stage
 -- reports that instance instead of failing the query.
--- Parameters: @series_uids ARRAY<STRING>.
+-- The collection_id filter prunes the scan to the collection's blocks (dicom_all is clustered
+-- on it).
+-- Parameters: @series_uids ARRAY<STRING>, @collection_id STRING ('nlst').
 SELECT
   SeriesInstanceUID AS series_instance_uid,
   SOPInstanceUID AS sop_instance_uid,
@@ -30,6 +32,7 @@ SELECT
   gcs_url,
   SAFE_CAST(instance_size AS INT64) AS instance_size
 FROM `{{.Project}}.{{.Release}}.dicom_all`
-WHERE SeriesInstanceUID IN UNNEST(@series_uids)
+WHERE collection_id = @collection_id
+  AND SeriesInstanceUID IN UNNEST(@series_uids)
   AND Modality = 'CT'
 ORDER BY series_instance_uid, sop_instance_uid

@@ -4,8 +4,18 @@
 -- but the emulator the tests use cannot scan two levels of UNNEST (docs: toolchain.md §9),
 -- so both return the tree with TO_JSON_STRING and Go walks it (package sr). One file, one
 -- behaviour. Placeholders {{.Project}} and {{.Release}} are validated identifiers, never user text.
--- Parameters: @analysis_result_id STRING ('NLST-Sybil').
+-- Which SRs: analysis_result_id holds the analysis result's name (NLST-Sybil) up to IDC v23
+-- and an internal id (nlst_sybil) from v24 on (etl_flow, 2026-05: "dicom_all
+-- analysis_result_id column had analysis_result_names"); the caller passes both, so the
+-- same query selects the same SRs in every release. The matched value comes back so the
+-- stage can record it.
+-- Cost: dicom_all is clustered on collection_id, and the filter on it lets BigQuery read only
+-- the collection's blocks of the wide ContentSequence column instead of every SR in IDC
+-- (docs/cohort-policies.md, "Bytes scanned").
+-- Parameters: @analysis_result_ids ARRAY<STRING> (e.g. ['NLST-Sybil', 'nlst_sybil']),
+--             @collection_id STRING ('nlst').
 SELECT
+  analysis_result_id,
   PatientID AS patient_id,
   StudyInstanceUID AS study_instance_uid,
   CAST(StudyDate AS STRING) AS study_date,
@@ -15,6 +25,7 @@ SELECT
   TO_JSON_STRING(ContentTemplateSequence) AS template_json,
   TO_JSON_STRING(ContentSequence) AS content_json
 FROM `{{.Project}}.{{.Release}}.dicom_all`
-WHERE analysis_result_id = @analysis_result_id
+WHERE collection_id = @collection_id
+  AND analysis_result_id IN UNNEST(@analysis_result_ids)
   AND Modality = 'SR'
 ORDER BY patient_id, sr_sop_instance_uid

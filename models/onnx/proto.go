@@ -14,7 +14,7 @@ import (
 	"math"
 	"sort"
 
-	"connectome/atomicfile"
+	"connectome/internal/atomicfile"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -67,11 +67,10 @@ const (
 	AttrInts   AttrKind = 7
 )
 
-// Int, Ints, Float and String build attributes.
+// Int, Ints and Float build attributes.
 func Int(name string, v int64) Attr     { return Attr{Name: name, Kind: AttrInt, Int: v} }
 func Ints(name string, v ...int64) Attr { return Attr{Name: name, Kind: AttrInts, Ints: v} }
 func Float(name string, v float32) Attr { return Attr{Name: name, Kind: AttrFloat, Float: v} }
-func String(name string, v string) Attr { return Attr{Name: name, Kind: AttrString, Str: v} }
 
 // Node is one operator application.
 type Node struct {
@@ -80,15 +79,6 @@ type Node struct {
 	Inputs  []string
 	Outputs []string
 	Attrs   []Attr
-}
-
-func (n *Node) attr(name string) (Attr, bool) {
-	for _, a := range n.Attrs {
-		if a.Name == name {
-			return a, true
-		}
-	}
-	return Attr{}, false
 }
 
 // Dim is one dimension of a declared shape: a fixed size, or a symbolic name when Param is set.

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"connectome/models/onnx"
+	"connectome/internal/encoders"
 	"connectome/models/onnxrt"
 )
 
@@ -19,7 +19,7 @@ func BenchmarkDemoEncoderCPU(b *testing.B) {
 		roi  int64
 		dim  int
 	}{{"demo-cnn-48", 48, 128}, {"demo-cnn-64", 64, 256}} {
-		m, err := onnx.DemoEncoder(c.name, [5]int64{0, 1, c.roi, c.roi, c.roi}, c.dim, onnx.Seed(c.name))
+		m, err := encoders.DemoEncoder(c.name, [5]int64{0, 1, c.roi, c.roi, c.roi}, c.dim, encoders.Seed(c.name))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -27,7 +27,7 @@ func BenchmarkDemoEncoderCPU(b *testing.B) {
 		if err := m.WriteFile(path); err != nil {
 			b.Fatal(err)
 		}
-		s, err := rt.Open(path, onnx.InputName, onnx.OutputName, onnxrt.Options{Device: onnxrt.DeviceCPU, Threads: 2})
+		s, err := rt.Open(path, encoders.InputName, encoders.OutputName, onnxrt.Options{Device: onnxrt.DeviceCPU, Threads: 2})
 		if err != nil {
 			b.Fatal(err)
 		}

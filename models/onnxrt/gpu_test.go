@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"connectome/internal/encoders"
 	"connectome/models/onnx"
 	"connectome/models/onnxrt"
 )
@@ -48,13 +49,13 @@ func gpuModels(t testing.TB) []gpuModel {
 		roi  int64
 		dim  int
 	}{{"demo-cnn-48", 48, 128}, {"demo-cnn-64", 64, 256}} {
-		m, err := onnx.DemoEncoder(c.name, [5]int64{0, 1, c.roi, c.roi, c.roi}, c.dim, onnx.Seed(c.name))
+		m, err := encoders.DemoEncoder(c.name, [5]int64{0, 1, c.roi, c.roi, c.roi}, c.dim, encoders.Seed(c.name))
 		if err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, gpuModel{c.name, c.roi, m})
 	}
-	out = append(out, gpuModel{"test-conv-48", 48, onnx.TestEncoder("test-conv-48", [5]int64{0, 1, 48, 48, 48}, 64, 9)})
+	out = append(out, gpuModel{"test-conv-48", 48, encoders.TestEncoder("test-conv-48", [5]int64{0, 1, 48, 48, 48}, 64, 9)})
 	return out
 }
 
@@ -76,11 +77,11 @@ func TestGPUParity(t *testing.T) {
 		if err := g.m.WriteFile(path); err != nil {
 			t.Fatal(err)
 		}
-		cpu, err := rt.Open(path, onnx.InputName, onnx.OutputName, onnxrt.Options{Device: onnxrt.DeviceCPU})
+		cpu, err := rt.Open(path, encoders.InputName, encoders.OutputName, onnxrt.Options{Device: onnxrt.DeviceCPU})
 		if err != nil {
 			t.Fatal(err)
 		}
-		gpu, err := rt.Open(path, onnx.InputName, onnx.OutputName, gpuOptions())
+		gpu, err := rt.Open(path, encoders.InputName, encoders.OutputName, gpuOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +127,7 @@ func BenchmarkGPU(b *testing.B) {
 			name string
 			o    onnxrt.Options
 		}{{"cpu", onnxrt.Options{Device: onnxrt.DeviceCPU}}, {"cuda", gpuOptions()}} {
-			s, err := rt.Open(path, onnx.InputName, onnx.OutputName, prov.o)
+			s, err := rt.Open(path, encoders.InputName, encoders.OutputName, prov.o)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -9,7 +9,6 @@
 package onnxrt
 
 import (
-	"connectome/repopath"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,12 +23,14 @@ import (
 )
 
 // The ONNX Runtime the code is pinned to: onnxruntime_go v1.27.0 needs C API 24 (ORT ≥ 1.24);
-// scripts/install-onnxruntime.sh installs 1.29.0 at DefaultLibrary.
+// scripts/install-onnxruntime.sh installs 1.29.0, and `make build` installs it beside the binary.
 const (
-	ORTVersion     = "1.29.0"
-	EnvLibrary     = "ONNXRUNTIME_LIB"
-	DefaultLibrary = "third_party/onnxruntime/libonnxruntime.so." + ORTVersion
-	installHint    = "run scripts/install-onnxruntime.sh (CPU) or scripts/install-onnxruntime.sh --gpu, or set " + EnvLibrary + " to the library's absolute path"
+	ORTVersion  = "1.29.0"
+	EnvLibrary  = "ONNXRUNTIME_LIB"
+	LibraryName = "libonnxruntime.so." + ORTVersion
+	// LibraryDir is where the library is installed relative to the executable's directory.
+	LibraryDir  = "lib"
+	installHint = "run `make build` (it installs the CPU library beside bin/connectome), scripts/install-onnxruntime.sh --gpu for CUDA, or set " + EnvLibrary + " to the library's absolute path"
 )
 
 // Device choices.
@@ -43,32 +44,21 @@ const (
 var ErrCUDAUnavailable = errors.New("CUDA execution provider unavailable")
 
 // LibraryPath returns the absolute path of the ONNX Runtime library: $ONNXRUNTIME_LIB when set,
-// else DefaultLibrary under the repository that holds the working directory or, failing that,
-// the executable. The file is not required to exist (Init says so when it does not).
+// else LibraryDir/LibraryName beside the executable, where `make build` installs it. It never
+// looks at the working directory, so the binary behaves the same wherever it is started. The
+// file is not required to exist (Init says so when it does not).
 func LibraryPath() (string, error) {
 	if p := os.Getenv(EnvLibrary); p != "" {
 		return filepath.Abs(p)
 	}
-	var tried []string
-	starts := []string{"."}
-	if exe, err := os.Executable(); err == nil {
-		starts = append(starts, filepath.Dir(exe))
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("locate the ONNX Runtime library: %w; %s", err, installHint)
 	}
-	for _, s := range starts {
-		root, err := repopath.Root(s)
-		if err != nil {
-			continue
-		}
-		p := filepath.Join(root, DefaultLibrary)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		tried = append(tried, p)
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
 	}
-	if len(tried) > 0 {
-		return tried[0], nil
-	}
-	return "", fmt.Errorf("cannot locate the ONNX Runtime library: no repository above the working directory or the executable; %s", installHint)
+	return filepath.Join(filepath.Dir(exe), LibraryDir, LibraryName), nil
 }
 
 // Options choose the execution provider and its settings for a session.
@@ -367,6 +357,3 @@ func (s *Session) Run(shape []int64, data []float32) ([]int64, []float32, error)
 	outShape := []int64(t.GetShape().Clone())
 	return outShape, append([]float32(nil), t.GetData()...), nil
 }
-
-// IsCUDAUnavailable reports whether err says the CUDA provider cannot be used.
-func IsCUDAUnavailable(err error) bool { return errors.Is(err, ErrCUDAUnavailable) }

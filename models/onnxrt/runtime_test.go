@@ -1,12 +1,13 @@
 package onnxrt_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"connectome/models/onnx"
+	"connectome/internal/encoders"
 	"connectome/models/onnxrt"
 	"connectome/models/onnxrt/onnxrttest"
 )
@@ -23,7 +24,7 @@ func TestMain(m *testing.M) {
 func writeModel(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "test-conv.onnx")
-	if err := onnx.TestEncoder("test-conv", [5]int64{0, 1, 8, 8, 8}, 6, 1).WriteFile(path); err != nil {
+	if err := encoders.TestEncoder("test-conv", [5]int64{0, 1, 8, 8, 8}, 6, 1).WriteFile(path); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -35,7 +36,7 @@ func TestCUDARequestedWithoutCUDA(t *testing.T) {
 		t.Skip("CONNECTOME_HAVE_CUDA is set: this machine has a working CUDA provider")
 	}
 	_, err := rt.CheckDevice(onnxrt.Options{Device: onnxrt.DeviceCUDA})
-	if !onnxrt.IsCUDAUnavailable(err) {
+	if !errors.Is(err, onnxrt.ErrCUDAUnavailable) {
 		t.Fatalf("device cuda on a machine without CUDA: err %v, want ErrCUDAUnavailable", err)
 	}
 	for _, want := range []string{"CUDA execution provider unavailable", "install-onnxruntime.sh --gpu", "--device cpu"} {
@@ -44,14 +45,14 @@ func TestCUDARequestedWithoutCUDA(t *testing.T) {
 		}
 	}
 	t.Logf("message: %v", err)
-	if _, err := rt.Open(writeModel(t), onnx.InputName, onnx.OutputName, onnxrt.Options{Device: onnxrt.DeviceCUDA}); !onnxrt.IsCUDAUnavailable(err) {
+	if _, err := rt.Open(writeModel(t), encoders.InputName, encoders.OutputName, onnxrt.Options{Device: onnxrt.DeviceCUDA}); !errors.Is(err, onnxrt.ErrCUDAUnavailable) {
 		t.Errorf("Open with cuda: %v", err)
 	}
 	p, err := rt.CheckDevice(onnxrt.Options{Device: onnxrt.DeviceAuto})
 	if err != nil || p != "CPU" {
 		t.Errorf("auto: provider %q, err %v; want CPU", p, err)
 	}
-	s, err := rt.Open(writeModel(t), onnx.InputName, onnx.OutputName, onnxrt.Options{Device: onnxrt.DeviceAuto})
+	s, err := rt.Open(writeModel(t), encoders.InputName, encoders.OutputName, onnxrt.Options{Device: onnxrt.DeviceAuto})
 	if err != nil || s.Provider != "CPU" {
 		t.Fatalf("auto session: %v", err)
 	}
@@ -61,11 +62,11 @@ func TestSessionCachedAndRuns(t *testing.T) {
 	rt := env.Require(t)
 	path := writeModel(t)
 	o := onnxrt.Options{Device: onnxrt.DeviceCPU, Threads: 1}
-	a, err := rt.Open(path, onnx.InputName, onnx.OutputName, o)
+	a, err := rt.Open(path, encoders.InputName, encoders.OutputName, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := rt.Open(path, onnx.InputName, onnx.OutputName, o)
+	b, err := rt.Open(path, encoders.InputName, encoders.OutputName, o)
 	if err != nil || a != b {
 		t.Errorf("second Open made a new session (%p vs %p, %v)", a, b, err)
 	}
@@ -76,7 +77,7 @@ func TestSessionCachedAndRuns(t *testing.T) {
 	if _, _, err := a.Run([]int64{1, 1, 4, 8, 8}, make([]float32, 256)); err == nil {
 		t.Error("wrong input shape accepted")
 	}
-	if _, err := rt.Open(path, "nope", onnx.OutputName, o); err == nil {
+	if _, err := rt.Open(path, "nope", encoders.OutputName, o); err == nil {
 		t.Error("unknown input name accepted")
 	}
 	if rt.Version() != onnxrt.ORTVersion && os.Getenv(onnxrt.EnvLibrary) == "" {
@@ -117,8 +118,10 @@ func TestLibraryPath(t *testing.T) {
 	}
 	t.Setenv(onnxrt.EnvLibrary, "")
 	p, err = onnxrt.LibraryPath()
-	if err != nil || !strings.HasSuffix(p, onnxrt.DefaultLibrary) || !filepath.IsAbs(p) {
-		t.Errorf("default path: %q %v", p, err)
+	exe, _ := os.Executable()
+	exe, _ = filepath.EvalSymlinks(exe)
+	if want := filepath.Join(filepath.Dir(exe), onnxrt.LibraryDir, onnxrt.LibraryName); err != nil || p != want {
+		t.Errorf("default path: %q %v, want %q (beside the executable)", p, err, want)
 	}
 }
 
@@ -128,7 +131,7 @@ func TestLibraryPath(t *testing.T) {
 func TestClosingAnotherRuntimeKeepsTheEnvironment(t *testing.T) {
 	rt := env.Require(t)
 	path := writeModel(t)
-	s, err := rt.Open(path, onnx.InputName, onnx.OutputName, onnxrt.Options{Device: onnxrt.DeviceCPU, Threads: 1})
+	s, err := rt.Open(path, encoders.InputName, encoders.OutputName, onnxrt.Options{Device: onnxrt.DeviceCPU, Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 count=${FETCH_BENCH_COUNT:-3}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-go test ./gcsobj -run '^$' -bench 'Download' -benchtime 2x -count "$count" -timeout 30m | tee -a "$out" | grep -E '^Benchmark' || true
+go test ./internal/gcp -run '^$' -bench 'Download' -benchtime 2x -count "$count" -timeout 30m | tee -a "$out" | grep -E '^Benchmark' || true
 go test ./stages/fetch -run '^$' -bench 'FetchStage' -benchtime 1x -count 1 -timeout 30m | tee -a "$out" | grep -E '^Benchmark' || true
 echo
 awk '

@@ -121,7 +121,7 @@ def cmd_bench(args):
     shared = os.path.join(root, "..", "shared")
     tmp = tempfile.mkdtemp(prefix="simbench-")
     binary = os.path.join(tmp, "knn.test")
-    subprocess.run(["go", "test", "-c", "-o", binary, "./knn"], cwd=root, check=True)
+    subprocess.run(["go", "test", "-c", "-o", binary, "./internal/knn"], cwd=root, check=True)
     np_env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     rng = np.random.default_rng(20260101)
     dtypes = args.numpy_dtypes.split(",")

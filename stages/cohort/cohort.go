@@ -8,16 +8,15 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"slices"
+	"strings"
 
 	"cloud.google.com/go/bigquery"
 
-	"connectome/arrowio"
+	"connectome/internal/layout"
+	"connectome/internal/sr"
+	"connectome/internal/tables"
 	"connectome/pipeline"
-	"connectome/sr"
-	"connectome/tables"
 )
 
 // Stage is the cohort stage.
@@ -30,7 +29,7 @@ type Stage struct {
 func New(s Settings, q Querier) *Stage { return &Stage{s: s, q: q} }
 
 // Name implements pipeline.Stage.
-func (st *Stage) Name() string { return pipeline.StageCohort }
+func (st *Stage) Name() string { return layout.Cohort }
 
 // Version implements pipeline.Stage.
 func (st *Stage) Version() string { return "1" }
@@ -38,30 +37,22 @@ func (st *Stage) Version() string { return "1" }
 // hashedSettings are the settings that decide the output; billing project and byte cap do
 // not, so they stay out of the config hash.
 type hashedSettings struct {
-	Source           string `yaml:"source"`
-	Policy           string `yaml:"policy"`
-	IDCRelease       string `yaml:"idc_release"`
-	BQProject        string `yaml:"bq_project"`
-	AnalysisResultID string `yaml:"analysis_result_id"`
-	MaxSliceGap      int    `yaml:"max_slice_gap"`
-	File             string `yaml:"file,omitempty"`
-	ClinicalFile     string `yaml:"clinical_file,omitempty"`
-	DICOMDir         string `yaml:"dicom_dir,omitempty"`
+	Source            string   `yaml:"source"`
+	Policy            string   `yaml:"policy"`
+	IDCRelease        string   `yaml:"idc_release"`
+	BQProject         string   `yaml:"bq_project"`
+	AnalysisResultIDs []string `yaml:"analysis_result_ids"`
+	CollectionID      string   `yaml:"collection_id"`
+	MaxSliceGap       int      `yaml:"max_slice_gap"`
+	File              string   `yaml:"file,omitempty"`
+	ClinicalFile      string   `yaml:"clinical_file,omitempty"`
+	DICOMDir          string   `yaml:"dicom_dir,omitempty"`
 }
 
 // Settings implements pipeline.Stage.
 func (st *Stage) Settings() any {
 	s := st.s
-	return hashedSettings{s.Source, s.Policy, s.IDCRelease, s.BQProject, s.AnalysisResultID, s.MaxSliceGap, s.File, s.ClinicalFile, s.DICOMDir}
-}
-
-// env is what Run needs from the engine's Context.
-type env struct {
-	dir, configHash string
-	workers         int
-	log             *slog.Logger
-	fail            func(item string, err error)
-	count           func(name string, n int64)
+	return hashedSettings{s.Source, s.Policy, s.IDCRelease, s.BQProject, s.AnalysisResultIDs, s.CollectionID, s.MaxSliceGap, s.File, s.ClinicalFile, s.DICOMDir}
 }
 
 // result is the stage's three tables.
@@ -74,118 +65,171 @@ type result struct {
 
 // Run implements pipeline.Stage.
 func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
-	e := env{dir: sc.Dir, configHash: sc.ConfigHash, workers: sc.Workers, log: sc.Log, fail: sc.Fail, count: sc.Count}
-	if e.log == nil {
-		e.log = slog.New(slog.DiscardHandler)
-	}
-	if e.workers < 1 {
-		e.workers = 1
-	}
 	if err := st.s.Validate(); err != nil {
-		return pipeline.Haltf("%w", err)
+		return pipeline.Haltf("settings: %w", err)
 	}
 	var res *result
 	var err error
 	switch st.s.Source {
 	case SourceBigQuery:
-		res, err = st.fromBigQuery(ctx, e)
+		res, err = st.fromBigQuery(ctx, sc)
 	case SourceFile:
-		res, err = st.fromFile(ctx, e)
+		res, err = st.fromFile(ctx, sc)
 	}
 	if err != nil {
 		return err
 	}
-	return st.write(e, res)
+	return st.write(sc, res)
 }
 
-func (st *Stage) write(e env, res *result) error {
+func (st *Stage) write(sc *pipeline.Context, res *result) error {
 	extra := map[string]string{
 		"connectome.cohort.source": st.s.Source,
 		"connectome.cohort.policy": st.s.Policy,
 	}
 	if st.s.Source == SourceBigQuery {
 		extra["connectome.cohort.bq_project"] = st.s.BQProject
-		extra["connectome.cohort.analysis_result_id"] = st.s.AnalysisResultID
+		extra["connectome.cohort.analysis_result_ids"] = strings.Join(st.s.AnalysisResultIDs, ",")
+		extra["connectome.cohort.collection_id"] = st.s.CollectionID
 	}
 	for k, v := range res.extra {
 		extra[k] = v
 	}
-	md := arrowio.Metadata(st.s.PipelineVersion, st.s.IDCRelease, e.configHash, extra)
-	if err := tables.WriteLesions(filepath.Join(e.dir, "lesions.arrow"), res.lesions, md); err != nil {
+	md := tables.Metadata(st.s.PipelineVersion, st.s.IDCRelease, sc.ConfigHash, extra)
+	lay := layout.New(sc.RunDir, pipeline.Shard{})
+	if err := tables.WriteLesions(lay.Lesions(), res.lesions, md); err != nil {
 		return fmt.Errorf("write lesions.arrow: %w", err)
 	}
-	if err := tables.WriteInstances(filepath.Join(e.dir, "instances.arrow"), res.instances, md); err != nil {
+	if err := tables.WriteInstances(lay.Instances(), res.instances, md); err != nil {
 		return fmt.Errorf("write instances.arrow: %w", err)
 	}
-	if err := tables.WriteClinical(filepath.Join(e.dir, "clinical.arrow"), res.clinical, md); err != nil {
+	if err := tables.WriteClinical(lay.Clinical(), res.clinical, md); err != nil {
 		return fmt.Errorf("write clinical.arrow: %w", err)
 	}
 	patients := map[string]bool{}
 	for _, l := range res.lesions {
 		patients[l.PatientID] = true
 	}
-	e.count("lesions", int64(len(res.lesions)))
-	e.count("patients", int64(len(patients)))
-	e.count("instances", int64(len(res.instances)))
-	e.log.Info("cohort written", "lesions", len(res.lesions), "patients", len(patients), "instances", len(res.instances))
+	sc.Count("lesions", int64(len(res.lesions)))
+	sc.Count("patients", int64(len(patients)))
+	sc.Count("instances", int64(len(res.instances)))
+	sc.Log.Info("cohort written", "lesions", len(res.lesions), "patients", len(patients), "instances", len(res.instances))
 	return nil
 }
 
-func (st *Stage) fromBigQuery(ctx context.Context, e env) (*result, error) {
+// fromBigQuery reads the cohort from IDC's BigQuery tables: the SR objects of the analysis
+// result, the CT instances their boxes lie on, and the clinical rows of their patients.
+func (st *Stage) fromBigQuery(ctx context.Context, sc *pipeline.Context) (*result, error) {
 	if st.q == nil {
-		return nil, pipeline.Haltf("cohort: source bigquery needs a BigQuery client (cohort.NewQuerier)")
+		return nil, pipeline.Haltf("source bigquery needs a BigQuery client (cohort.NewQuerier)")
 	}
 	labels, err := LoadLabels()
 	if err != nil {
-		return nil, pipeline.Haltf("%w", err)
+		return nil, pipeline.Halt(err)
 	}
 	if st.s.IDCRelease == "idc_current" {
-		e.log.Warn("cohort: idc_release is idc_current, which is not pinned; the run records it as such and may not be reproducible")
+		sc.Log.Warn("cohort: idc_release is idc_current, which is not pinned; the run records it as such and may not be reproducible")
 	}
-	r := &queryRunner{q: st.q, project: st.s.BQProject, release: st.s.IDCRelease, maxBytes: int64(st.s.MaxBytesBilled), log: e.log, count: e.count}
-	preset := st.s.Policy == PolicyPublished2026
+	r := &queryRunner{q: st.q, project: st.s.BQProject, release: st.s.IDCRelease, maxBytes: int64(st.s.MaxBytesBilled), log: sc.Log, count: sc.Count}
+	prsnDesc, err := st.checkClinicalSchema(ctx, r, labels)
+	if err != nil {
+		return nil, err
+	}
+	objs, matched, err := st.srObjects(ctx, r, sc)
+	if err != nil {
+		return nil, err
+	}
+	seriesOf, err := ctSeries(ctx, r, objs, st.s.CollectionID)
+	if err != nil {
+		return nil, err
+	}
+	placed := placeAll(objs, seriesOf, sc)
+	patients := patientsOf(placed)
+	prsnRows, err := r.run(ctx, "nlst_prsn", bigquery.QueryParameter{Name: "patient_ids", Value: patients})
+	if err != nil {
+		return nil, err
+	}
+	prsn := decodePrsn(prsnRows)
+	placed = dropUnknownStages(placed, patients, prsn, labels, sc.Fail)
+	lesions, err := st.applyPolicy(ctx, r, sc, placed, seriesOf, patients, prsn, labels)
+	if err != nil {
+		return nil, err
+	}
+	sortLesions(lesions)
+	return &result{
+		lesions:   lesions,
+		clinical:  clinicalFor(lesions, prsn, labels, prsnDesc),
+		instances: instancesFor(lesions, seriesOf),
+		extra:     map[string]string{"connectome.cohort.analysis_result_id_matched": strings.Join(matched, ",")},
+	}, nil
+}
 
-	// Clinical schema first: a renamed column should stop the run before the big query.
+// checkClinicalSchema checks the clinical tables' columns before the big query, so that a
+// renamed column stops the run early, and returns nlst_prsn's column descriptions.
+func (st *Stage) checkClinicalSchema(ctx context.Context, r *queryRunner, labels *Labels) (map[string]map[string]string, error) {
 	prsnDesc, err := st.checkColumns(ctx, r, labels, "nlst_prsn")
 	if err != nil {
 		return nil, err
 	}
-	if preset {
+	if st.s.Policy == PolicyPublished2026 {
 		if _, err := st.checkColumns(ctx, r, labels, "nlst_ctab"); err != nil {
 			return nil, err
 		}
 	}
+	return prsnDesc, nil
+}
 
-	rows, err := r.run(ctx, "sr_objects", bigquery.QueryParameter{Name: "analysis_result_id", Value: st.s.AnalysisResultID})
+// srObjects queries the SR objects of the analysis result and reads their boxes; matched
+// lists the analysis_result_id values the release actually holds (sorted), for the tables'
+// metadata.
+func (st *Stage) srObjects(ctx context.Context, r *queryRunner, sc *pipeline.Context) (objs []*srObject, matched []string, err error) {
+	rows, err := r.run(ctx, "sr_objects", bigquery.QueryParameter{Name: "analysis_result_ids", Value: st.s.AnalysisResultIDs},
+		bigquery.QueryParameter{Name: "collection_id", Value: st.s.CollectionID})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(rows) == 0 {
-		return nil, pipeline.Haltf("cohort: %s.%s.dicom_all has no SR objects with analysis_result_id %q",
-			st.s.BQProject, st.s.IDCRelease, st.s.AnalysisResultID)
+		return nil, nil, pipeline.Haltf("%s.%s.dicom_all has no SR objects in collection %q whose analysis_result_id is any of %q; "+
+			"set cohort.analysis_result_ids to the name (IDC ≤ v23) or id (v24 on) the release uses",
+			st.s.BQProject, st.s.IDCRelease, st.s.CollectionID, st.s.AnalysisResultIDs)
 	}
-	objs := parseSRObjects(decodeSRObjects(rows), e.fail)
-	e.count("sr_objects", int64(len(rows)))
-	var seriesUIDs []string
-	for _, o := range objs {
-		seriesUIDs = append(seriesUIDs, o.CTSeriesUID)
+	decoded := decodeSRObjects(rows)
+	for _, d := range decoded {
+		matched = append(matched, d.AnalysisResultID)
 	}
-	slices.Sort(seriesUIDs)
-	seriesUIDs = slices.Compact(seriesUIDs)
+	slices.Sort(matched)
+	matched = slices.Compact(matched)
+	sc.Log.Info("SR objects", "rows", len(rows), "analysis_result_id", matched)
+	sc.Count("sr_objects", int64(len(rows)))
+	return parseSRObjects(decoded, sc.Fail), matched, nil
+}
 
-	instRows, err := r.run(ctx, "ct_instances", bigquery.QueryParameter{Name: "series_uids", Value: seriesUIDs})
+// ctSeries queries the instances of the CT series the SR objects reference.
+func ctSeries(ctx context.Context, r *queryRunner, objs []*srObject, collection string) (map[string]*series, error) {
+	var uids []string
+	for _, o := range objs {
+		uids = append(uids, o.CTSeriesUID)
+	}
+	slices.Sort(uids)
+	uids = slices.Compact(uids)
+	rows, err := r.run(ctx, "ct_instances", bigquery.QueryParameter{Name: "series_uids", Value: uids},
+		bigquery.QueryParameter{Name: "collection_id", Value: collection})
 	if err != nil {
 		return nil, err
 	}
 	byS := map[string][]instanceRow{}
-	for _, in := range decodeInstances(instRows) {
+	for _, in := range decodeInstances(rows) {
 		byS[in.SeriesInstanceUID] = append(byS[in.SeriesInstanceUID], in)
 	}
 	seriesOf := map[string]*series{}
 	for uid, ins := range byS {
 		seriesOf[uid] = newSeriesFromRows(uid, ins)
 	}
+	return seriesOf, nil
+}
 
+// placeAll places the boxes of every SR object on its CT series.
+func placeAll(objs []*srObject, seriesOf map[string]*series, sc *pipeline.Context) []placedBox {
 	var placed []placedBox
 	nBoxes := 0
 	for _, o := range objs {
@@ -194,25 +238,29 @@ func (st *Stage) fromBigQuery(ctx context.Context, e env) (*result, error) {
 			s = newSeries(o.CTSeriesUID, nil)
 		}
 		nBoxes += len(o.Boxes)
-		placed = append(placed, placeBoxes(o, s, e.fail)...)
+		placed = append(placed, placeBoxes(o, s, sc.Fail)...)
 	}
-	e.count("boxes", int64(nBoxes))
+	sc.Count("boxes", int64(nBoxes))
+	return placed
+}
 
-	patientSet := map[string]bool{}
+// patientsOf lists the patients of the placed boxes, sorted.
+func patientsOf(placed []placedBox) []string {
+	set := map[string]bool{}
 	for _, b := range placed {
-		patientSet[b.obj.PatientID] = true
+		set[b.obj.PatientID] = true
 	}
-	patients := make([]string, 0, len(patientSet))
-	for p := range patientSet {
-		patients = append(patients, p)
+	out := make([]string, 0, len(set)) // never nil: a query parameter
+	for p := range set {
+		out = append(out, p)
 	}
-	slices.Sort(patients)
-	prsnRows, err := r.run(ctx, "nlst_prsn", bigquery.QueryParameter{Name: "patient_ids", Value: patients})
-	if err != nil {
-		return nil, err
-	}
-	prsn := decodePrsn(prsnRows)
-	// An unknown stage code is a bad row: that patient fails, the rest goes on.
+	slices.Sort(out)
+	return out
+}
+
+// dropUnknownStages drops the boxes of patients whose stage code the labels do not know: an
+// unknown stage code is a bad row; that patient fails, the rest goes on.
+func dropUnknownStages(placed []placedBox, patients []string, prsn map[string]prsnRow, labels *Labels, fail func(string, error)) []placedBox {
 	excluded := map[string]bool{}
 	for _, p := range patients {
 		row, ok := prsn[p]
@@ -221,42 +269,39 @@ func (st *Stage) fromBigQuery(ctx context.Context, e env) (*result, error) {
 		}
 		if _, err := labels.clinical(row); err != nil {
 			excluded[p] = true
-			e.fail(p, pipeline.Itemf(pipeline.ClassInput, p, "patient %s: %v", p, err))
+			fail(p, pipeline.Itemf(pipeline.ClassInput, p, "patient %s: %v", p, err))
 		}
 	}
-	placed = slices.DeleteFunc(placed, func(b placedBox) bool { return excluded[b.obj.PatientID] })
+	return slices.DeleteFunc(placed, func(b placedBox) bool { return excluded[b.obj.PatientID] })
+}
 
-	var lesions []tables.Lesion
-	switch st.s.Policy {
-	case PolicyPublished2026:
+// applyPolicy turns the placed boxes into the cohort's lesions under the policy: the
+// published-2026 preset (one record per patient, from nlst_ctab), or the boxes grouped into
+// lesions, all of them or one lesion per patient.
+func (st *Stage) applyPolicy(ctx context.Context, r *queryRunner, sc *pipeline.Context, placed []placedBox, seriesOf map[string]*series,
+	patients []string, prsn map[string]prsnRow, labels *Labels) ([]tables.Lesion, error) {
+	if st.s.Policy == PolicyPublished2026 {
 		ctabRows, err := r.run(ctx, "nlst_ctab", bigquery.QueryParameter{Name: "patient_ids", Value: patients})
 		if err != nil {
 			return nil, err
 		}
-		var c presetCounts
-		lesions, c = published2026(placed, decodeCtab(ctabRows), prsn, labels)
-		e.log.Info("published-2026 preset", "single_box_slices", c.SingleBoxSOPs, "ctab_matched_valid_stage", c.CtabMatched,
+		lesions, c := published2026(placed, decodeCtab(ctabRows), prsn, labels)
+		sc.Log.Info("published-2026 preset", "single_box_slices", c.SingleBoxSOPs, "ctab_matched_valid_stage", c.CtabMatched,
 			"single_match", c.SingleMatch, "listed_icdo3", c.ListedType, "patients_one_record", c.Patients)
-		e.count("preset_single_box_slices", int64(c.SingleBoxSOPs))
-		e.count("preset_ctab_matched", int64(c.CtabMatched))
-		e.count("preset_single_match", int64(c.SingleMatch))
-		e.count("preset_listed_icdo3", int64(c.ListedType))
-	default:
-		all := lesionsFromBoxes(placed, seriesOf, st.s.MaxSliceGap)
-		e.count("lesions_grouped", int64(len(all)))
-		lesions = all
-		if st.s.Policy == PolicyOneLesionPerPatient {
-			var dropped int
-			lesions, dropped = oneLesionPerPatient(all)
-			e.count("patients_dropped_multi_lesion", int64(dropped))
-		}
+		sc.Count("preset_single_box_slices", int64(c.SingleBoxSOPs))
+		sc.Count("preset_ctab_matched", int64(c.CtabMatched))
+		sc.Count("preset_single_match", int64(c.SingleMatch))
+		sc.Count("preset_listed_icdo3", int64(c.ListedType))
+		return lesions, nil
 	}
-	sortLesions(lesions)
-
-	res := &result{lesions: lesions}
-	res.clinical = clinicalFor(lesions, prsn, labels, prsnDesc)
-	res.instances = instancesFor(lesions, seriesOf)
-	return res, nil
+	all := lesionsFromBoxes(placed, seriesOf, st.s.MaxSliceGap)
+	sc.Count("lesions_grouped", int64(len(all)))
+	if st.s.Policy != PolicyOneLesionPerPatient {
+		return all, nil
+	}
+	lesions, dropped := oneLesionPerPatient(all)
+	sc.Count("patients_dropped_multi_lesion", int64(dropped))
+	return lesions, nil
 }
 
 // parseSRObjects turns SR rows into objects with their boxes; an SR that cannot be read

@@ -2,20 +2,22 @@ package cohort
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
-	"connectome/dicomio/dicomsynth"
+	"connectome/internal/dicomio/dicomsynth"
+	"connectome/internal/layout"
+	"connectome/internal/tables"
+	"connectome/internal/testenv"
+	"connectome/internal/yamlconf"
 	"connectome/pipeline"
-	"connectome/repopath/repotest"
-	"connectome/sr"
-	"connectome/tables"
-	"connectome/yamlconf"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
@@ -50,105 +52,6 @@ func TestPixelToLPS(t *testing.T) {
 	}
 }
 
-func axialSeries(uid string, n int, step float64) *series {
-	var ins []*tables.Instance
-	for k := 0; k < n; k++ {
-		ins = append(ins, &tables.Instance{SeriesInstanceUID: uid, SOPInstanceUID: uid + "." + string(rune('a'+k)),
-			InstanceNumber: int32(k + 1), ImagePositionPatient: [3]float64{0, 0, float64(k) * step},
-			ImageOrientationPatient: [6]float64{1, 0, 0, 0, 1, 0}, PixelSpacing: [2]float64{1, 1}, Rows: 64, Columns: 64})
-	}
-	return newSeries(uid, ins)
-}
-
-func rectBox(group int, sop string, x0, y0, x1, y1 float64) sr.Box {
-	return sr.Box{Group: group, TrackingUID: "t" + string(rune('0'+group)), GraphicType: "POLYLINE", SOPInstanceUID: sop,
-		Points: []float64{x0, y0, x1, y0, x1, y1, x0, y1, x0, y0}}
-}
-
-func TestGroupBoxes(t *testing.T) {
-	// Descending z: instance order and slice order differ; ranks follow position.
-	s := axialSeries("S", 8, -2)
-	sop := func(k int) string { return s.bySOP["S."+string(rune('a'+k))].SOPInstanceUID }
-	o := &srObject{PatientID: "P", CTSeriesUID: "S", SRSOPUID: "SR", Boxes: []sr.Box{
-		rectBox(0, sop(2), 10, 10, 20, 20),
-		rectBox(1, sop(3), 15, 15, 25, 25), // overlaps 0, adjacent slice
-		rectBox(2, sop(5), 15, 15, 25, 25), // two slices from 1: separate with gap 1
-		rectBox(3, sop(3), 20, 20, 30, 30), // same slice as 1, overlapping it → joins
-		rectBox(4, sop(3), 30, 10, 40, 20), // same slice, disjoint: separate
-	}}
-	var fails []string
-	placed := placeBoxes(o, s, func(item string, err error) { fails = append(fails, item) })
-	if len(placed) != 5 || len(fails) != 0 {
-		t.Fatalf("placed %d, failures %v", len(placed), fails)
-	}
-	sizes := func(gs [][]placedBox) []int {
-		var n []int
-		for _, g := range gs {
-			n = append(n, len(g))
-		}
-		return n
-	}
-	if got := sizes(groupBoxes(placed, 1)); len(got) != 3 || got[0]+got[1]+got[2] != 5 {
-		t.Errorf("gap 1: groups %v, want three groups {0,1,3} {4} {2}", got)
-	}
-	// With gap 2 box 2 joins the first lesion.
-	if got := sizes(groupBoxes(placed, 2)); len(got) != 2 {
-		t.Errorf("gap 2: groups %v, want 2", got)
-	}
-	// Query order must not change ids.
-	g1 := groupBoxes(placed, 1)
-	rev := append([]placedBox(nil), placed...)
-	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
-		rev[i], rev[j] = rev[j], rev[i]
-	}
-	g2 := groupBoxes(rev, 1)
-	for i := range g1 {
-		if a, b := lesionFromGroup(s, g1[i]).LesionID, lesionFromGroup(s, g2[i]).LesionID; a != b {
-			t.Errorf("group %d id %s vs %s", i, a, b)
-		}
-	}
-}
-
-func TestPlaceBoxesFailures(t *testing.T) {
-	s := axialSeries("S", 3, 1)
-	s.missing = map[string][]string{"S.c": {"ImagePositionPatient[2]"}}
-	o := &srObject{PatientID: "P", CTSeriesUID: "S", SRSOPUID: "SR", Boxes: []sr.Box{
-		{Group: 0, Err: errors.New("image region has no GraphicData")},
-		rectBox(1, "nope", 1, 1, 2, 2),
-		rectBox(2, "S.c", 1, 1, 2, 2),
-		rectBox(3, "S.a", 1, 1, 2, 2),
-	}}
-	got := map[string]string{}
-	placed := placeBoxes(o, s, func(item string, err error) { got[item] = pipeline.ErrorClass(err) + ": " + err.Error() })
-	if len(placed) != 1 {
-		t.Fatalf("%d placed, want 1", len(placed))
-	}
-	for item, want := range map[string]string{"SR#1": "bad_input", "SR#2": "not_found", "SR#3": "geometry"} {
-		if !strings.HasPrefix(got[item], want) {
-			t.Errorf("%s: %q, want class %s", item, got[item], want)
-		}
-	}
-}
-
-func TestOneLesionPerPatientRule(t *testing.T) {
-	l := func(p, s string, year, boxes int32) tables.Lesion {
-		return tables.Lesion{LesionID: p + s + string(rune('0'+boxes)), PatientID: p, SeriesInstanceUID: s, StudyYear: year, NBoxes: boxes}
-	}
-	kept, dropped := oneLesionPerPatient([]tables.Lesion{
-		l("A", "s2", 1, 5), l("A", "s1", 0, 2), // earliest year wins over more boxes
-		l("B", "s1", 0, 2), l("B", "s2", 0, 4), l("B", "s2", 0, 1), // most boxes: s2, which has 2 lesions → dropped
-		l("C", "s9", -1, 1), l("C", "s8", 2, 1), // unknown year sorts last
-		l("D", "b", 0, 3), l("D", "a", 0, 3), // tie → smaller UID
-	})
-	got := map[string]string{}
-	for _, k := range kept {
-		got[k.PatientID] = k.SeriesInstanceUID
-	}
-	if got["A"] != "s1" || got["C"] != "s8" || got["D"] != "a" || len(got) != 3 || dropped != 1 {
-		t.Errorf("kept %v dropped %d", got, dropped)
-	}
-}
-
 func TestSettings(t *testing.T) {
 	d := DefaultSettings()
 	if err := d.Validate(); err != nil {
@@ -162,6 +65,8 @@ func TestSettings(t *testing.T) {
 		func(s *Settings) { s.Source = "s3" },
 		func(s *Settings) { s.MaxBytesBilled = 0 },
 		func(s *Settings) { s.Source = SourceFile },
+		func(s *Settings) { s.AnalysisResultIDs = nil },
+		func(s *Settings) { s.AnalysisResultIDs = []string{"NLST-Sybil", ""} },
 	}
 	for i, f := range bad {
 		s := DefaultSettings()
@@ -227,7 +132,7 @@ func TestLabels(t *testing.T) {
 // The published export (734 records) read as a cohort file: the preset's last step keeps
 // the patients with exactly one record, the 289 of the published map.
 func TestFileSourcePublishedRecords(t *testing.T) {
-	path := repotest.Shared(t, "reference", "nlst-sybil-embeddings", "lesions.csv")
+	path := testenv.Shared(t, "reference", "nlst-sybil-embeddings", "lesions.csv")
 	if _, err := os.Stat(path); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("reference data missing: %v", err)
@@ -266,20 +171,10 @@ func TestFileSourcePublishedRecords(t *testing.T) {
 }
 
 // A cohort file plus a local DICOM folder written by dicomsynth, through the engine.
-func TestFileSourceRun(t *testing.T) {
-	tmp := t.TempDir()
-	dcm := filepath.Join(tmp, "dicom")
-	ser := dicomsynth.Series{Rows: 16, Columns: 16, Slices: 6, PixelSpacing: [2]float64{0.8, 0.8}, SliceSpacing: 2.5,
-		Origin: [3]float64{-10, -10, -50}, HU: func(i, j, k int) float64 { return 0 }, PatientID: "P1", SeriesUID: "1.2.3.4"}
-	if _, err := ser.Write(dcm); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dcm, "notes.txt"), []byte("not dicom"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	csv := "patient_id,series_instance_uid,center_x_mm,center_y_mm,center_z_mm,age,sex,race,smoking,de_stag\n" +
-		"P1,1.2.3.4,-5,-4,-44.9,61,1,1,1,110\n" + // nearest slice z = -45 (index 2)
-		"P2,9.9.9,1,2,3,70,2,2,0,120\n" // series not in the folder → failure
+// runFileCohort writes csv as the lesions table, runs the cohort stage alone on source file
+// over the DICOM folder dcm (policy all-lesions), and returns the run directory.
+func runFileCohort(t *testing.T, tmp, dcm, csv string) string {
+	t.Helper()
 	lf := filepath.Join(tmp, "lesions.csv")
 	if err := os.WriteFile(lf, []byte(csv), 0o644); err != nil {
 		t.Fatal(err)
@@ -294,15 +189,33 @@ func TestFileSourceRun(t *testing.T) {
 	if _, err := r.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	ls, _, err := tables.ReadLesions(filepath.Join(runDir, "cohort", "lesions.arrow"))
+	return runDir
+}
+
+func TestFileSourceRun(t *testing.T) {
+	tmp := t.TempDir()
+	dcm := filepath.Join(tmp, "dicom")
+	ser := dicomsynth.Series{Rows: 16, Columns: 16, Slices: 6, PixelSpacing: [2]float64{0.8, 0.8}, SliceSpacing: 2.5,
+		Origin: [3]float64{-10, -10, -50}, HU: func(i, j, k int) float64 { return 0 }, PatientID: "P1", SeriesUID: "1.2.3.4"}
+	if _, err := ser.Write(dcm); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dcm, "notes.txt"), []byte("not dicom"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	csv := "patient_id,series_instance_uid,center_x_mm,center_y_mm,center_z_mm,age,sex,race,smoking,de_stag\n" +
+		"P1,1.2.3.4,-5,-4,-44.9,61,1,1,1,110\n" + // nearest slice z = -45 (index 2)
+		"P2,9.9.9,1,2,3,70,2,2,0,120\n" // series not in the folder → failure
+	runDir := runFileCohort(t, tmp, dcm, csv)
+	ls, _, err := tables.ReadLesions(layout.New(runDir, pipeline.Shard{}).Lesions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ins, _, err := tables.ReadInstances(filepath.Join(runDir, "cohort", "instances.arrow"))
+	ins, _, err := tables.ReadInstances(layout.New(runDir, pipeline.Shard{}).Instances())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, _, err := tables.ReadClinical(filepath.Join(runDir, "cohort", "clinical.arrow"))
+	cl, _, err := tables.ReadClinical(layout.New(runDir, pipeline.Shard{}).Clinical())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,11 +285,12 @@ func TestNewBigQueryHalts(t *testing.T) {
 
 func TestSettingsYAML(t *testing.T) {
 	s := DefaultSettings()
-	err := yamlconf.Decode("c.yaml", []byte("source: bigquery\npolicy: published-2026\nidc_release: idc_v23\nmax_bytes_billed: 2 TB\nbilling_project: my-proj-1\n"), &s)
+	err := yamlconf.Decode("c.yaml", []byte("source: bigquery\npolicy: published-2026\nidc_release: idc_v23\nmax_bytes_billed: 2 TB\nbilling_project: my-proj-1\nanalysis_result_ids: [nlst_sybil]\n"), &s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Policy != PolicyPublished2026 || s.MaxBytesBilled != 2e12 || s.BillingProject != "my-proj-1" || s.BQProject != "bigquery-public-data" {
+	if s.Policy != PolicyPublished2026 || s.MaxBytesBilled != 2e12 || s.BillingProject != "my-proj-1" || s.BQProject != "bigquery-public-data" ||
+		!slices.Equal(s.AnalysisResultIDs, []string{"nlst_sybil"}) {
 		t.Errorf("%+v", s)
 	}
 	if err := yamlconf.Decode("c.yaml", []byte("polcy: all-lesions\n"), &s); err == nil || !strings.Contains(err.Error(), "c.yaml:1") {
@@ -384,10 +298,64 @@ func TestSettingsYAML(t *testing.T) {
 	}
 	// Billing project and byte cap do not change the output, so not the config hash.
 	a, b := New(s, nil).Settings(), New(func() Settings { x := s; x.BillingProject = "other-proj"; x.MaxBytesBilled = 1; return x }(), nil).Settings()
-	if a != b {
+	if !reflect.DeepEqual(a, b) {
 		t.Errorf("hashed settings differ: %+v vs %+v", a, b)
 	}
 	if parseAge("65.0") != 65 || parseAge("") != -1 || parseAge("x") != -1 {
 		t.Error("parseAge")
+	}
+}
+
+// TestDicomAllQueriesPruneByCollection: every embedded query over dicom_all filters on its
+// clustering column, collection_id, in the WHERE clause (not only in a comment), so that
+// BigQuery reads one collection's blocks. The emulator tests show the filter's effect on
+// rows (a decoy collection in the fixture); this catches a new query that forgets it.
+func TestDicomAllQueriesPruneByCollection(t *testing.T) {
+	files, err := filepath.Glob("../../configs/sql/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no queries found: %v", err)
+	}
+	filter := regexp.MustCompile(`(?is)\bWHERE\s+(?:.*\bAND\s+)?collection_id\s*=\s*@collection_id\b`)
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var code []string
+		for _, line := range strings.Split(string(b), "\n") {
+			code = append(code, strings.SplitN(line, "--", 2)[0])
+		}
+		sql := strings.Join(code, "\n")
+		if !strings.Contains(sql, ".dicom_all`") {
+			continue
+		}
+		n++
+		if !filter.MatchString(sql) {
+			t.Errorf("%s reads dicom_all without WHERE … collection_id = @collection_id", filepath.Base(f))
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d queries read dicom_all, want sr_objects and ct_instances at least", n)
+	}
+}
+
+// TestNLSTCodes: the morphology codes NLST holds beyond the published 24 have their ICD-O-3
+// labels (and stay out of the preset list), and a "missing" key slice (999) matches no slice.
+func TestNLSTCodes(t *testing.T) {
+	l, err := LoadLabels()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for code, want := range map[string]string{"8050": "Papillary carcinoma, NOS", "8083": "Basaloid squamous cell carcinoma",
+		"8240": "Carcinoid tumor, NOS", "8570": "Adenocarcinoma with squamous metaplasia"} {
+		if c, _ := l.clinical(prsnRow{PatientID: "1", DeType: code}); c.CancerType != want || l.publishedCancerType(code) {
+			t.Errorf("de_type %s: label %q (want %q), in preset list %v", code, c.CancerType, want, l.publishedCancerType(code))
+		}
+	}
+	m := ctabMatches([]ctabRow{{PatientID: "1", StudyYr: "0", SliceNum: "999"}, {PatientID: "1", StudyYr: "0", SliceNum: "12"},
+		{PatientID: "1", StudyYr: "1", SliceNum: ".N"}}, l)
+	if len(m) != 1 || m[ctabKey{"1", 0, 12}] != 1 {
+		t.Errorf("matches %v, want only slice 12 of year 0", m)
 	}
 }

@@ -17,8 +17,9 @@ import (
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"connectome/internal/dicomio"
+	"connectome/internal/tables"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 // record is one row of a lesion or clinical file: column name → value ("" for NULL).
@@ -116,7 +117,7 @@ func parseLesionRecords(recs []record, fail func(string, error)) ([]fileLesion, 
 	if len(recs) > 0 {
 		for _, c := range []string{"patient_id", "series_instance_uid", "center_x_mm", "center_y_mm", "center_z_mm"} {
 			if _, ok := recs[0][c]; !ok {
-				return nil, pipeline.Haltf("cohort: lesion file has no column %q (needs patient_id, series_instance_uid, center_x_mm, center_y_mm, center_z_mm)", c)
+				return nil, pipeline.Haltf("lesion file has no column %q (needs patient_id, series_instance_uid, center_x_mm, center_y_mm, center_z_mm)", c)
 			}
 		}
 	}
@@ -156,7 +157,32 @@ func parseLesionRecords(recs []record, fail func(string, error)) ([]fileLesion, 
 		}
 		out = append(out, fileLesion{row: i + 1, lesion: l})
 	}
-	return out, nil
+	return dropDuplicates(out, fail), nil
+}
+
+// dropDuplicates fails every lesion id that more than one row gives, naming the rows: which
+// row is meant cannot be told, and both would write the same files.
+func dropDuplicates(in []fileLesion, fail func(string, error)) []fileLesion {
+	rows := map[string][]int{}
+	for _, f := range in {
+		rows[f.lesion.LesionID] = append(rows[f.lesion.LesionID], f.row)
+	}
+	out := in[:0]
+	for _, f := range in {
+		r := rows[f.lesion.LesionID]
+		switch {
+		case len(r) == 1:
+			out = append(out, f)
+		case r[0] == f.row:
+			names := make([]string, len(r))
+			for i, n := range r {
+				names[i] = strconv.Itoa(n)
+			}
+			fail(f.lesion.LesionID, pipeline.Itemf(pipeline.ClassInput, f.lesion.LesionID,
+				"lesion file rows %s all have lesion_id %q: give each row its own id", strings.Join(names, ", "), f.lesion.LesionID))
+		}
+	}
+	return out
 }
 
 // fileClinical reads optional clinical columns: from a clinical file (patient_id, age, sex,
@@ -166,20 +192,6 @@ func parseLesionRecords(recs []record, fail func(string, error)) ([]fileLesion, 
 // given as 0..6 (the published index) is mapped back to its AJCC code.
 func fileClinical(recs []record, labels *Labels) (map[string]tables.Clinical, error) {
 	out := map[string]tables.Clinical{}
-	get := func(r record, keys ...string) string {
-		for _, k := range keys {
-			if v := r[k]; v != "" {
-				return v
-			}
-		}
-		return ""
-	}
-	mapOr := func(m map[string]string, v string) string {
-		if l, ok := m[v]; ok {
-			return l
-		}
-		return v
-	}
 	for _, r := range recs {
 		p := r["patient_id"]
 		if p == "" {
@@ -189,45 +201,82 @@ func fileClinical(recs []record, labels *Labels) (map[string]tables.Clinical, er
 		if !ok {
 			c = tables.Clinical{PatientID: p, Age: -1}
 		}
-		if v := get(r, "age"); v != "" {
-			c.Age = parseAge(v)
-		}
-		if v := get(r, "sex", "gender"); v != "" {
-			c.Sex = mapOr(labels.Sex, v)
-		}
-		if v := get(r, "race"); v != "" {
-			c.Race = mapOr(labels.Race, v)
-		}
-		if v := get(r, "smoking", "cigsmok"); v != "" {
-			c.Smoking = mapOr(labels.Smoking, v)
-		}
-		if v := get(r, "cancer_type_code", "de_type"); v != "" {
-			c.CancerTypeCode = v
-			c.CancerType = labels.CancerType[v]
-		}
-		if v := get(r, "cancer_type", "de_type_label"); v != "" {
-			c.CancerType = v
-		}
-		if v := get(r, "stage_code", "de_stag"); v != "" {
-			s, ok := labels.Stage[v]
-			if !ok {
-				return nil, fmt.Errorf("patient %s: unknown AJCC stage code %q", p, v)
-			}
-			c.StageCode, c.Stage = v, s.Label
-		} else if v := get(r, "stage", "de_stag_mapped"); v != "" {
-			if i, err := strconv.Atoi(v); err == nil {
-				code, ok := labels.stageByIndex(i)
-				if !ok {
-					return nil, fmt.Errorf("patient %s: stage index %d is not 0..6", p, i)
-				}
-				c.StageCode, c.Stage = code, labels.Stage[code].Label
-			} else {
-				c.Stage = v
-			}
+		if err := addRecord(&c, r, labels); err != nil {
+			return nil, fmt.Errorf("patient %s: %w", p, err)
 		}
 		out[p] = c
 	}
 	return out, nil
+}
+
+// first returns the first non-empty value of keys in r.
+func (r record) first(keys ...string) string {
+	for _, k := range keys {
+		if v := r[k]; v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// labelOf maps a code with m; a value that is not a code is kept as the label.
+func labelOf(m map[string]string, v string) string {
+	if l, ok := m[v]; ok {
+		return l
+	}
+	return v
+}
+
+// addRecord sets the clinical fields that record r has a value for.
+func addRecord(c *tables.Clinical, r record, labels *Labels) error {
+	if v := r.first("age"); v != "" {
+		c.Age = parseAge(v)
+	}
+	if v := r.first("sex", "gender"); v != "" {
+		c.Sex = labelOf(labels.Sex, v)
+	}
+	if v := r.first("race"); v != "" {
+		c.Race = labelOf(labels.Race, v)
+	}
+	if v := r.first("smoking", "cigsmok"); v != "" {
+		c.Smoking = labelOf(labels.Smoking, v)
+	}
+	if v := r.first("cancer_type_code", "de_type"); v != "" {
+		c.CancerTypeCode = v
+		c.CancerType = labels.CancerType[v]
+	}
+	if v := r.first("cancer_type", "de_type_label"); v != "" {
+		c.CancerType = v
+	}
+	return addStage(c, r, labels)
+}
+
+// addStage sets the stage from an AJCC code (stage_code, de_stag), else from a stage label
+// or the published index 0..6 (stage, de_stag_mapped).
+func addStage(c *tables.Clinical, r record, labels *Labels) error {
+	if v := r.first("stage_code", "de_stag"); v != "" {
+		s, ok := labels.Stage[v]
+		if !ok {
+			return fmt.Errorf("unknown AJCC stage code %q", v)
+		}
+		c.StageCode, c.Stage = v, s.Label
+		return nil
+	}
+	v := r.first("stage", "de_stag_mapped")
+	if v == "" {
+		return nil
+	}
+	i, err := strconv.Atoi(v)
+	if err != nil {
+		c.Stage = v
+		return nil
+	}
+	code, ok := labels.stageByIndex(i)
+	if !ok {
+		return fmt.Errorf("stage index %d is not 0..6", i)
+	}
+	c.StageCode, c.Stage = code, labels.Stage[code].Label
+	return nil
 }
 
 // filePolicy applies the policy to the file's lesions: all-lesions keeps every row,
@@ -256,72 +305,46 @@ func filePolicy(policy string, in []fileLesion) []fileLesion {
 	return in
 }
 
-func (st *Stage) fromFile(ctx context.Context, e env) (*result, error) {
+// fromFile reads the cohort from a lesion file (and optional clinical file) and a local
+// DICOM folder.
+func (st *Stage) fromFile(ctx context.Context, sc *pipeline.Context) (*result, error) {
 	labels, err := LoadLabels()
 	if err != nil {
-		return nil, pipeline.Haltf("%w", err)
+		return nil, pipeline.Halt(err)
 	}
 	recs, err := readRecords(st.s.File, memory.DefaultAllocator)
 	if err != nil {
-		return nil, pipeline.Haltf("cohort: %w", err)
+		return nil, pipeline.Halt(err)
 	}
-	rows, err := parseLesionRecords(recs, e.fail)
+	rows, err := parseLesionRecords(recs, sc.Fail)
 	if err != nil {
 		return nil, err
 	}
 	rows = filePolicy(st.s.Policy, rows)
-
-	clinRecs := recs
-	if st.s.ClinicalFile != "" {
-		extra, err := readRecords(st.s.ClinicalFile, memory.DefaultAllocator)
-		if err != nil {
-			return nil, pipeline.Haltf("cohort: %w", err)
-		}
-		clinRecs = append(slices.Clone(recs), extra...)
-	}
-	clin, err := fileClinical(clinRecs, labels)
-	if err != nil {
-		return nil, pipeline.Haltf("cohort: clinical columns: %w", err)
-	}
-
-	scan, err := scanDICOMDir(ctx, st.s.DICOMDir, e.workers)
+	clin, err := st.fileClinicalRecords(recs, labels)
 	if err != nil {
 		return nil, err
 	}
-	e.count("dicom_files", int64(scan.files))
-	e.log.Info("scanned DICOM folder", "dir", st.s.DICOMDir, "files", scan.files, "series", len(scan.series), "skipped", scan.skipped)
-
+	scan, err := scanDICOMDir(ctx, st.s.DICOMDir, sc.Workers)
+	if err != nil {
+		return nil, err
+	}
+	sc.Count("dicom_files", int64(scan.files))
+	sc.Log.Info("scanned DICOM folder", "dir", st.s.DICOMDir, "files", scan.files, "series", len(scan.series), "skipped", scan.skipped)
+	for _, bad := range scan.unreadable {
+		for _, b := range bad {
+			sc.Log.Warn("unreadable DICOM file", "file", b.path, "err", b.err)
+		}
+	}
 	seriesOf := map[string]*series{}
 	for uid, ins := range scan.series {
 		seriesOf[uid] = newSeries(uid, ins)
 	}
 	var lesions []tables.Lesion
 	for _, f := range rows {
-		l := f.lesion
-		s := seriesOf[l.SeriesInstanceUID]
-		if s == nil || len(s.Instances) == 0 {
-			e.fail(l.LesionID, pipeline.Itemf(pipeline.ClassNotFound, l.LesionID,
-				"lesion file row %d (patient %s): CT series %s has no readable instance in dicom_dir %s", f.row, l.PatientID, l.SeriesInstanceUID, st.s.DICOMDir))
-			continue
+		if l, ok := st.locate(f, seriesOf, scan, sc.Fail); ok {
+			lesions = append(lesions, l)
 		}
-		if l.KeySOPInstanceUID != "" {
-			if _, ok := s.rank[l.KeySOPInstanceUID]; !ok {
-				e.fail(l.LesionID, pipeline.Itemf(pipeline.ClassNotFound, l.LesionID,
-					"lesion file row %d (patient %s): key slice %s is not an instance of series %s in dicom_dir", f.row, l.PatientID, l.KeySOPInstanceUID, l.SeriesInstanceUID))
-				continue
-			}
-		} else if k := s.nearest(l.CenterMM); k != nil {
-			l.KeySOPInstanceUID = k.SOPInstanceUID
-		}
-		if info, ok := scan.study[l.SeriesInstanceUID]; ok {
-			if l.StudyInstanceUID == "" {
-				l.StudyInstanceUID = info.studyUID
-			}
-			if l.StudyYear < 0 {
-				l.StudyYear = studyYear(info.studyDate)
-			}
-		}
-		lesions = append(lesions, l)
 	}
 	sortLesions(lesions)
 	res := &result{lesions: lesions, instances: instancesFor(lesions, seriesOf)}
@@ -338,4 +361,79 @@ func (st *Stage) fromFile(ctx context.Context, e env) (*result, error) {
 		res.clinical = append(res.clinical, c)
 	}
 	return res, nil
+}
+
+// fileClinicalRecords reads the clinical columns of the lesion file's records and of the
+// clinical file, when there is one.
+func (st *Stage) fileClinicalRecords(recs []record, labels *Labels) (map[string]tables.Clinical, error) {
+	if st.s.ClinicalFile != "" {
+		extra, err := readRecords(st.s.ClinicalFile, memory.DefaultAllocator)
+		if err != nil {
+			return nil, pipeline.Halt(err)
+		}
+		recs = append(slices.Clone(recs), extra...)
+	}
+	clin, err := fileClinical(recs, labels)
+	if err != nil {
+		return nil, pipeline.Haltf("clinical columns: %w", err)
+	}
+	return clin, nil
+}
+
+// wholeSeries checks that the slices of a series are evenly spaced, with none missing.
+func wholeSeries(ins []*tables.Instance) error {
+	rows := make([]tables.Instance, len(ins))
+	for i, in := range ins {
+		rows[i] = *in
+	}
+	ser, err := dicomio.FromInstances(rows, nil)
+	if err != nil {
+		return err
+	}
+	return ser.CheckWindow(0, len(ser.Slices)-1)
+}
+
+// locate finds the lesion of row f in the scanned folder: its series must be there, its key
+// slice (given, or the slice nearest its centre) one of the series' instances; study UID and
+// year come from the files when the row lacks them. ok is false when the row fails.
+func (st *Stage) locate(f fileLesion, seriesOf map[string]*series, scan *scanResult, fail func(string, error)) (l tables.Lesion, ok bool) {
+	l = f.lesion
+	s := seriesOf[l.SeriesInstanceUID]
+	if s == nil || len(s.Instances) == 0 {
+		if bad := scan.badOf[l.SeriesInstanceUID]; len(bad) > 0 {
+			fail(l.LesionID, pipeline.Itemf(pipeline.ClassInput, l.LesionID,
+				"lesion file row %d (patient %s): series %s cannot be used: %s", f.row, l.PatientID, l.SeriesInstanceUID, describe(bad)))
+			return l, false
+		}
+		fail(l.LesionID, pipeline.Itemf(pipeline.ClassNotFound, l.LesionID,
+			"lesion file row %d (patient %s): CT series %s has no readable instance in dicom_dir %s", f.row, l.PatientID, l.SeriesInstanceUID, st.s.DICOMDir))
+		return l, false
+	}
+	if bad := slices.Concat(scan.badOf[l.SeriesInstanceUID], scan.badNear(s.Instances)); len(bad) > 0 {
+		// A broken file beside the series is most likely one of its slices: fail the lesion
+		// here, naming the file, when the series is not whole without it.
+		if err := wholeSeries(s.Instances); err != nil {
+			fail(l.LesionID, pipeline.Itemf(pipeline.ClassInput, l.LesionID,
+				"lesion file row %d (patient %s): series %s: %v; unreadable file beside it: %s", f.row, l.PatientID, l.SeriesInstanceUID, err, describe(bad)))
+			return l, false
+		}
+	}
+	if l.KeySOPInstanceUID != "" {
+		if _, ok := s.rank[l.KeySOPInstanceUID]; !ok {
+			fail(l.LesionID, pipeline.Itemf(pipeline.ClassNotFound, l.LesionID,
+				"lesion file row %d (patient %s): key slice %s is not an instance of series %s in dicom_dir", f.row, l.PatientID, l.KeySOPInstanceUID, l.SeriesInstanceUID))
+			return l, false
+		}
+	} else if k := s.nearest(l.CenterMM); k != nil {
+		l.KeySOPInstanceUID = k.SOPInstanceUID
+	}
+	if info, ok := scan.study[l.SeriesInstanceUID]; ok {
+		if l.StudyInstanceUID == "" {
+			l.StudyInstanceUID = info.studyUID
+		}
+		if l.StudyYear < 0 {
+			l.StudyYear = studyYear(info.studyDate)
+		}
+	}
+	return l, true
 }

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 
-	"connectome/tables"
+	"connectome/internal/tables"
 )
 
 type vec3 = [3]float64

@@ -7,8 +7,8 @@ import (
 	"strings"
 
 	"connectome/configs"
-	"connectome/tables"
-	"connectome/yamlconf"
+	"connectome/internal/tables"
+	"connectome/internal/yamlconf"
 )
 
 // Labels maps NLST clinical codes to labels (configs/nlst-labels.yaml).
@@ -20,6 +20,8 @@ type Labels struct {
 	CancerType map[string]string     `yaml:"cancer_type"`
 	// PublishedCancerTypes are the ICD-O-3 codes the published-2026 preset keeps.
 	PublishedCancerTypes []string `yaml:"published_cancer_types"`
+	// SliceNumMissing are the nlst_ctab.sct_slice_num codes that mean "missing", not a slice.
+	SliceNumMissing []string `yaml:"sct_slice_num_missing"`
 }
 
 // StageLabel is an AJCC stage code's label; Index (0..6 for IA..IV) is set only for the stages

@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"strings"
 
+	"connectome/internal/sr"
+	"connectome/internal/tables"
 	"connectome/pipeline"
-	"connectome/sr"
-	"connectome/tables"
 )
 
 // srObject is one NLST-Sybil SR: the CT series it annotates and its measurement groups.

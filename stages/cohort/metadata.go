@@ -59,7 +59,7 @@ func (st *Stage) checkColumns(ctx context.Context, r *queryRunner, labels *Label
 		}
 	}
 	if len(missing) > 0 {
-		return nil, pipeline.Haltf("cohort: %s_clinical.column_metadata lists no column %s in %s; the release's clinical schema differs from configs/sql/%s.sql",
+		return nil, pipeline.Haltf("%s_clinical.column_metadata lists no column %s in %s; the release's clinical schema differs from configs/sql/%s.sql",
 			r.release, strings.Join(missing, ", "), table, table)
 	}
 	mapped := map[string]func(string) bool{

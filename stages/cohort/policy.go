@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"connectome/tables"
+	"connectome/internal/tables"
 )
 
 // oneLesionPerPatient applies the default policy: per patient pick one annotated series —
@@ -87,60 +87,15 @@ type presetCounts struct {
 // docs/cohort-policies.md for the deviations.
 func published2026(boxes []placedBox, ctab []ctabRow, prsn map[string]prsnRow, labels *Labels) ([]tables.Lesion, presetCounts) {
 	var c presetCounts
-	type sliceKey struct{ series, sop string }
-	perSlice := map[sliceKey][]placedBox{}
-	var order []sliceKey
-	for _, b := range boxes {
-		k := sliceKey{b.obj.CTSeriesUID, b.inst.SOPInstanceUID}
-		if _, ok := perSlice[k]; !ok {
-			order = append(order, k)
-		}
-		perSlice[k] = append(perSlice[k], b)
-	}
-	type ctabKey struct {
-		patient string
-		year    int32
-		slice   int64
-	}
-	matches := map[ctabKey]int{}
-	for _, r := range ctab {
-		y, err1 := strconv.Atoi(strings.TrimSpace(r.StudyYr))
-		n, err2 := parseInt(r.SliceNum)
-		if err1 != nil || err2 != nil {
-			continue // a NULL or non-numeric key slice matches nothing
-		}
-		matches[ctabKey{r.PatientID, int32(y), n}]++
-	}
+	matches := ctabMatches(ctab, labels)
 	perPatient := map[string][]tables.Lesion{}
 	var patients []string
-	for _, k := range order {
-		bs := perSlice[k]
-		if len(bs) != 1 {
-			continue
-		}
+	for _, b := range singleBoxSlices(boxes) {
 		c.SingleBoxSOPs++
-		b := bs[0]
 		year := studyYear(b.obj.StudyDate)
-		n := matches[ctabKey{b.obj.PatientID, year, int64(b.inst.InstanceNumber)}]
-		if n == 0 {
+		if !presetKeeps(b, year, matches, prsn, labels, &c) {
 			continue
 		}
-		p, ok := prsn[b.obj.PatientID]
-		if !ok {
-			continue
-		}
-		if !labels.validStage(p.DeStag) {
-			continue
-		}
-		c.CtabMatched++
-		if n != 1 {
-			continue
-		}
-		c.SingleMatch++
-		if !labels.publishedCancerType(p.DeType) {
-			continue
-		}
-		c.ListedType++
 		l := presetLesion(b, year)
 		if _, ok := perPatient[l.PatientID]; !ok {
 			patients = append(patients, l.PatientID)
@@ -156,6 +111,76 @@ func published2026(boxes []placedBox, ctab []ctabRow, prsn map[string]prsnRow, l
 	}
 	c.Patients = len(out)
 	return out, c
+}
+
+// singleBoxSlices returns the boxes that are alone on their CT slice, in the order their
+// slices first appear (step 1).
+func singleBoxSlices(boxes []placedBox) []placedBox {
+	type sliceKey struct{ series, sop string }
+	perSlice := map[sliceKey][]placedBox{}
+	var order []sliceKey
+	for _, b := range boxes {
+		k := sliceKey{b.obj.CTSeriesUID, b.inst.SOPInstanceUID}
+		if _, ok := perSlice[k]; !ok {
+			order = append(order, k)
+		}
+		perSlice[k] = append(perSlice[k], b)
+	}
+	var out []placedBox
+	for _, k := range order {
+		if bs := perSlice[k]; len(bs) == 1 {
+			out = append(out, bs[0])
+		}
+	}
+	return out
+}
+
+// ctabKey is an nlst_ctab abnormality's key slice: patient, screening year, slice number.
+type ctabKey struct {
+	patient string
+	year    int32
+	slice   int64
+}
+
+// ctabMatches counts the abnormalities per key slice; a "missing" slice code (999 in NLST's
+// dictionary) is no slice, even in a series of 999 or more images.
+func ctabMatches(ctab []ctabRow, labels *Labels) map[ctabKey]int {
+	matches := map[ctabKey]int{}
+	for _, r := range ctab {
+		if slices.Contains(labels.SliceNumMissing, strings.TrimSpace(r.SliceNum)) {
+			continue
+		}
+		y, err1 := strconv.Atoi(strings.TrimSpace(r.StudyYr))
+		n, err2 := parseInt(r.SliceNum)
+		if err1 != nil || err2 != nil {
+			continue // a NULL or non-numeric key slice matches nothing
+		}
+		matches[ctabKey{r.PatientID, int32(y), n}]++
+	}
+	return matches
+}
+
+// presetKeeps applies steps 2 to 4 to a single-box slice of screening year year, counting
+// in c the slices that pass each step.
+func presetKeeps(b placedBox, year int32, matches map[ctabKey]int, prsn map[string]prsnRow, labels *Labels, c *presetCounts) bool {
+	n := matches[ctabKey{b.obj.PatientID, year, int64(b.inst.InstanceNumber)}]
+	if n == 0 {
+		return false
+	}
+	p, ok := prsn[b.obj.PatientID]
+	if !ok || !labels.validStage(p.DeStag) {
+		return false
+	}
+	c.CtabMatched++
+	if n != 1 {
+		return false
+	}
+	c.SingleMatch++
+	if !labels.publishedCancerType(p.DeType) {
+		return false
+	}
+	c.ListedType++
+	return true
 }
 
 // presetLesion places a preset record like the original notebooks: voxel index

@@ -38,11 +38,11 @@ func NewBigQuery(ctx context.Context, project string, opts ...option.ClientOptio
 		project = strings.TrimSpace(os.Getenv("GOOGLE_CLOUD_PROJECT"))
 	}
 	if project == "" {
-		return nil, pipeline.Haltf("cohort: no billing project for BigQuery: set cohort.billing_project in the config (or the billing-project flag) or the GOOGLE_CLOUD_PROJECT environment variable")
+		return nil, pipeline.Haltf("no billing project for BigQuery: set cohort.billing_project in the config (or the billing-project flag) or the GOOGLE_CLOUD_PROJECT environment variable")
 	}
 	c, err := bigquery.NewClient(ctx, project, opts...)
 	if err != nil {
-		return nil, pipeline.Haltf("cohort: no usable Google Cloud credentials for BigQuery (%s): run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a key file", oneLine(err))
+		return nil, pipeline.Haltf("no usable Google Cloud credentials for BigQuery (%s): run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a key file", oneLine(err))
 	}
 	return &BigQuery{c: c}, nil
 }

@@ -12,8 +12,8 @@ import (
 	"cloud.google.com/go/bigquery"
 
 	"connectome/configs"
+	"connectome/internal/tables"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 // queryRunner renders the embedded queries for one dataset and runs each one after a dry
@@ -32,7 +32,7 @@ type queryRunner struct {
 // or the user is a query parameter.
 func (r *queryRunner) render(name string) (string, error) {
 	if !projectRE.MatchString(r.project) || !releaseRE.MatchString(r.release) {
-		return "", pipeline.Haltf("cohort: refusing to build query %s for project %q, release %q", name, r.project, r.release)
+		return "", pipeline.Haltf("refusing to build query %s for project %q, release %q", name, r.project, r.release)
 	}
 	text, err := configs.SQL(name)
 	if err != nil {
@@ -57,17 +57,17 @@ func (r *queryRunner) run(ctx context.Context, name string, params ...bigquery.Q
 	}
 	n, err := r.q.DryRun(ctx, sql, params)
 	if err != nil {
-		return nil, pipeline.Haltf("cohort: dry run of query %s: %s", name, oneLine(err))
+		return nil, pipeline.Haltf("dry run of query %s: %s", name, oneLine(err))
 	}
 	r.log.Info("BigQuery dry run", "query", name, "bytes", n, "size", FormatBytes(n), "max_bytes_billed", FormatBytes(r.maxBytes))
 	r.count("bytes_scanned", n)
 	if n > r.maxBytes {
-		return nil, pipeline.Haltf("cohort: query %s would scan %s (%d bytes), more than max_bytes_billed %s; raise cohort.max_bytes_billed (or --max-bytes-billed) to run it",
+		return nil, pipeline.Haltf("query %s would scan %s (%d bytes), more than max_bytes_billed %s; raise cohort.max_bytes_billed (or --max-bytes-billed) to run it",
 			name, FormatBytes(n), n, FormatBytes(r.maxBytes))
 	}
 	rows, err := r.q.Query(ctx, sql, params, r.maxBytes)
 	if err != nil {
-		return nil, pipeline.Haltf("cohort: query %s: %s", name, oneLine(err))
+		return nil, pipeline.Haltf("query %s: %s", name, oneLine(err))
 	}
 	r.log.Info("BigQuery query done", "query", name, "rows", len(rows))
 	return rows, nil
@@ -108,6 +108,7 @@ func vInt(row map[string]bigquery.Value, k string) (int64, bool) {
 
 // srObjectRow is one row of sr_objects.sql before its content is parsed.
 type srObjectRow struct {
+	AnalysisResultID                                      string
 	PatientID, StudyUID, StudyDate, SRSeriesUID, SRSOPUID string
 	EvidenceJSON, TemplateID, ContentJSON                 string
 }
@@ -116,7 +117,8 @@ func decodeSRObjects(rows []map[string]bigquery.Value) []srObjectRow {
 	out := make([]srObjectRow, len(rows))
 	for i, r := range rows {
 		out[i] = srObjectRow{
-			PatientID: vStr(r, "patient_id"), StudyUID: vStr(r, "study_instance_uid"),
+			AnalysisResultID: vStr(r, "analysis_result_id"),
+			PatientID:        vStr(r, "patient_id"), StudyUID: vStr(r, "study_instance_uid"),
 			StudyDate: vStr(r, "study_date"), SRSeriesUID: vStr(r, "sr_series_instance_uid"),
 			SRSOPUID: vStr(r, "sr_sop_instance_uid"), EvidenceJSON: vStr(r, "evidence_json"),
 			TemplateID: templateID(vStr(r, "template_json")), ContentJSON: vStr(r, "content_json"),

@@ -2,7 +2,9 @@ package cohort
 
 import (
 	"fmt"
+	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -27,13 +29,21 @@ type Settings struct {
 	Source string `yaml:"source"`
 	// Policy picks the nodes of the map from the lesions (source bigquery only).
 	Policy string `yaml:"policy"`
-	// IDCRelease is the IDC BigQuery dataset, pinned (idc_v23) or idc_current; the
-	// clinical dataset is <release>_clinical.
+	// IDCRelease is the IDC BigQuery dataset, pinned (idc_vNN, v23 or later) or
+	// idc_current; the clinical dataset is <release>_clinical.
 	IDCRelease string `yaml:"idc_release"`
 	// BQProject is the project holding the IDC datasets (bigquery-public-data).
 	BQProject string `yaml:"bq_project"`
-	// AnalysisResultID selects the SR collection in dicom_all.
-	AnalysisResultID string `yaml:"analysis_result_id"`
+	// AnalysisResultIDs select the SR collection in dicom_all: an SR whose
+	// analysis_result_id is any of them. IDC changed what that column holds in v24: up to
+	// v23 it is the analysis result's name (NLST-Sybil), from v24 an internal id
+	// (nlst_sybil), with the name moved to analysis_results_metadata. Listing both lets
+	// one config run on every release (docs/cohort-policies.md).
+	AnalysisResultIDs []string `yaml:"analysis_result_ids"`
+	// CollectionID is the IDC collection the SRs and their CT belong to (analysis results
+	// carry their source collection's id). Every dicom_all query filters on it: dicom_all is
+	// clustered on collection_id, so the filter lets BigQuery skip the other collections.
+	CollectionID string `yaml:"collection_id"`
 	// MaxSliceGap is the largest difference in slice index between two boxes of one 3-D
 	// lesion (1 = adjacent slices only).
 	MaxSliceGap int `yaml:"max_slice_gap"`
@@ -55,16 +65,21 @@ type Settings struct {
 	PipelineVersion string `yaml:"-"`
 }
 
-// DefaultSettings: IDC v23's NLST-Sybil SRs, one lesion per patient, 50 GB cap.
+// DefaultRelease is the IDC release a config without idc_release reads: the current one
+// when this default was last set, pinned so that a run can be repeated.
+const DefaultRelease = "idc_v25"
+
+// DefaultSettings: the NLST-Sybil SRs of DefaultRelease, one lesion per patient, 50 GB cap.
 func DefaultSettings() Settings {
 	return Settings{
-		Source:           SourceBigQuery,
-		Policy:           PolicyOneLesionPerPatient,
-		IDCRelease:       "idc_v23",
-		BQProject:        "bigquery-public-data",
-		AnalysisResultID: "NLST-Sybil",
-		MaxSliceGap:      1,
-		MaxBytesBilled:   DefaultMaxBytesBilled,
+		Source:            SourceBigQuery,
+		Policy:            PolicyOneLesionPerPatient,
+		IDCRelease:        DefaultRelease,
+		BQProject:         "bigquery-public-data",
+		AnalysisResultIDs: []string{"NLST-Sybil", "nlst_sybil"},
+		CollectionID:      "nlst",
+		MaxSliceGap:       1,
+		MaxBytesBilled:    DefaultMaxBytesBilled,
 	}
 }
 
@@ -82,23 +97,26 @@ func (s Settings) Validate() error {
 			return err
 		}
 		if !projectRE.MatchString(s.BQProject) {
-			return fmt.Errorf("cohort: bq_project %q is not a Google Cloud project id", s.BQProject)
+			return fmt.Errorf("bq_project %q is not a Google Cloud project id", s.BQProject)
 		}
 		if s.BillingProject != "" && !projectRE.MatchString(s.BillingProject) {
-			return fmt.Errorf("cohort: billing_project %q is not a Google Cloud project id", s.BillingProject)
+			return fmt.Errorf("billing_project %q is not a Google Cloud project id", s.BillingProject)
 		}
-		if s.AnalysisResultID == "" {
-			return fmt.Errorf("cohort: analysis_result_id is empty")
+		if len(s.AnalysisResultIDs) == 0 || slices.Contains(s.AnalysisResultIDs, "") {
+			return fmt.Errorf("analysis_result_ids %q: want one or more non-empty ids", s.AnalysisResultIDs)
+		}
+		if s.CollectionID == "" {
+			return fmt.Errorf("collection_id is empty")
 		}
 		if s.MaxBytesBilled <= 0 {
-			return fmt.Errorf("cohort: max_bytes_billed = %d, want > 0", s.MaxBytesBilled)
+			return fmt.Errorf("max_bytes_billed = %d, want > 0", s.MaxBytesBilled)
 		}
 	case SourceFile:
 		if s.File == "" {
-			return fmt.Errorf("cohort: source file needs cohort.file (a CSV or Parquet of lesions)")
+			return fmt.Errorf("source file needs cohort.file (a CSV or Parquet of lesions)")
 		}
 		if s.DICOMDir == "" {
-			return fmt.Errorf("cohort: source file needs cohort.dicom_dir (the local DICOM folder)")
+			return fmt.Errorf("source file needs cohort.dicom_dir (the local DICOM folder)")
 		}
 		if s.IDCRelease != "" {
 			if err := validRelease(s.IDCRelease); err != nil {
@@ -106,23 +124,23 @@ func (s Settings) Validate() error {
 			}
 		}
 	default:
-		return fmt.Errorf("cohort: source %q, want %q or %q", s.Source, SourceBigQuery, SourceFile)
+		return fmt.Errorf("source %q, want %q or %q", s.Source, SourceBigQuery, SourceFile)
 	}
 	switch s.Policy {
 	case PolicyOneLesionPerPatient, PolicyAllLesions, PolicyPublished2026:
 	default:
-		return fmt.Errorf("cohort: policy %q, want %s, %s or %s", s.Policy,
+		return fmt.Errorf("policy %q, want %s, %s or %s", s.Policy,
 			PolicyOneLesionPerPatient, PolicyAllLesions, PolicyPublished2026)
 	}
 	if s.MaxSliceGap < 1 {
-		return fmt.Errorf("cohort: max_slice_gap = %d, want ≥ 1", s.MaxSliceGap)
+		return fmt.Errorf("max_slice_gap = %d, want ≥ 1", s.MaxSliceGap)
 	}
 	return nil
 }
 
 func validRelease(r string) error {
 	if !releaseRE.MatchString(r) {
-		return fmt.Errorf("cohort: idc_release %q, want idc_vNN (pinned, e.g. idc_v23) or idc_current", r)
+		return fmt.Errorf("idc_release %q, want idc_vNN (pinned, e.g. %s) or idc_current", r, DefaultRelease)
 	}
 	return nil
 }
@@ -138,12 +156,18 @@ func (b *ByteSize) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	switch x := v.(type) {
 	case uint64:
+		if x > math.MaxInt64 {
+			return fmt.Errorf("byte size %d is more than %d", x, int64(math.MaxInt64))
+		}
 		*b = ByteSize(x)
 	case int64:
 		*b = ByteSize(x)
 	case int:
 		*b = ByteSize(x)
 	case float64:
+		if !(x >= math.MinInt64 && x < math.MaxInt64) {
+			return fmt.Errorf("byte size %g is out of range", x)
+		}
 		*b = ByteSize(x)
 	case string:
 		n, err := ParseByteSize(x)
@@ -188,6 +212,9 @@ func ParseByteSize(s string) (int64, error) {
 		for range exp {
 			mult *= base
 		}
+	}
+	if !(f*mult < math.MaxInt64) {
+		return 0, fmt.Errorf("byte size %q is more than %d bytes", s, int64(math.MaxInt64))
 	}
 	return int64(f * mult), nil
 }

@@ -6,74 +6,63 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"sync"
 
 	"golang.org/x/sync/errgroup"
 
-	"connectome/npy"
+	"connectome/internal/layout"
+	"connectome/internal/patch"
+	"connectome/internal/tables"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 // job is one lesion's tensor for one model.
 type job struct {
-	lesion string
-	data   []float32
+	lesion, patient string
+	data            []float32
 }
 
-// flow runs readers → (per model) batcher and inference → writer, until the items end.
-func (st *Stage) flow(ctx context.Context, e env, ms []*model, all []pipeline.Item, patients map[string]string) error {
+// flow runs readers (the engine's worker pool over the items) → per model a batcher and
+// inference → per model a writer, until the items end.
+func (st *Stage) flow(ctx context.Context, sc *pipeline.Context, lay layout.Run, ms []*model) error {
 	g, gctx := errgroup.WithContext(ctx)
 	jobs := make([]chan job, len(ms))
 	for i, m := range ms {
 		// Two batches of look-ahead: the readers fill the next batch while one runs.
 		jobs[i] = make(chan job, 2*m.batch)
 	}
-	items := e.items(gctx, all)
 	readers := st.s.Readers
 	if readers <= 0 {
-		readers = max(e.workers, 2)
-	}
-	var rwg sync.WaitGroup
-	for w := 0; w < readers; w++ {
-		rwg.Add(1)
-		g.Go(func() error {
-			defer rwg.Done()
-			for {
-				select {
-				case it, ok := <-items:
-					if !ok {
-						return nil
-					}
-					if err := st.read(gctx, e, ms, jobs, it.ID); err != nil {
-						return err
-					}
-				case <-gctx.Done():
-					return context.Cause(gctx)
-				}
-			}
-		})
+		readers = max(sc.Workers, 2)
 	}
 	g.Go(func() error {
-		rwg.Wait()
-		for _, c := range jobs {
-			close(c)
-		}
-		return nil
+		defer func() {
+			for _, c := range jobs {
+				close(c)
+			}
+		}()
+		return sc.Each(gctx, readers, func(ctx context.Context, it pipeline.Item) error {
+			return st.read(ctx, sc, lay, ms, jobs, it)
+		})
 	})
 	for i, m := range ms {
 		results := make(chan []tables.Embedding, 4)
 		g.Go(func() error {
 			defer close(results)
-			return infer(gctx, e, m, jobs[i], results, patients)
+			return infer(gctx, sc, m, jobs[i], results)
 		})
-		g.Go(func() error { return write(e, m, results) })
+		g.Go(func() error { return write(m, results) })
 	}
 	return g.Wait()
 }
 
-// read loads a lesion's tensor for every model that still needs it and queues it.
-func (st *Stage) read(ctx context.Context, e env, ms []*model, jobs []chan job, lesion string) error {
+// read loads a lesion's tensor for every model that still needs it and queues it. A tensor
+// that cannot be read fails that (model, lesion); the lesion's other models go on.
+func (st *Stage) read(ctx context.Context, sc *pipeline.Context, lay layout.Run, ms []*model, jobs []chan job, it pipeline.Item) error {
+	ls, err := tables.LesionSeriesOf(it.Payload)
+	if err != nil {
+		return pipeline.Haltf("embed lesion %s: %w", it.ID, err)
+	}
+	lesion := it.ID
 	type loaded struct {
 		i    int
 		data []float32
@@ -86,31 +75,30 @@ func (st *Stage) read(ctx context.Context, e env, ms []*model, jobs []chan job, 
 			continue
 		}
 		pending++
-		path := e.tensorPath(m.spec.Name, lesion)
-		data, err := readTensor(path, m.shape[1:])
+		data, err := readTensor(lay.Tensor(m.spec.Name, lesion), m.shape[1:])
 		if errors.Is(err, os.ErrNotExist) {
 			missing = append(missing, m.spec.Name)
 			continue
 		}
 		if err != nil {
-			e.fail(lesion, pipeline.Itemf(pipeline.ClassInput, lesion, "model %s: %w", m.spec.Name, err))
+			sc.Fail(lesion, pipeline.Itemf(pipeline.ClassInput, lesion, "model %s: %w", m.spec.Name, err))
 			continue
 		}
 		ready = append(ready, loaded{i, data})
 	}
-	if !e.streamed && len(missing) > 0 && len(missing) == pending {
-		// Without a streaming upstream every lesion of the cohort comes by; one without any
+	if !sc.Streamed() && len(missing) > 0 && len(missing) == pending {
+		// Without a streaming upstream every lesion of the process comes by; one without any
 		// tensor failed in preprocess, which recorded it already.
-		e.count("no_tensors", 1)
+		sc.Count("no_tensors", 1)
 		missing = nil
 	}
 	for _, name := range missing {
-		e.fail(lesion, pipeline.Itemf(pipeline.ClassNotFound, lesion, "model %s: no input tensor %s",
-			name, e.tensorPath(name, lesion)))
+		sc.Fail(lesion, pipeline.Itemf(pipeline.ClassNotFound, lesion, "model %s: no input tensor %s",
+			name, lay.Tensor(name, lesion)))
 	}
 	for _, r := range ready {
 		select {
-		case jobs[r.i] <- job{lesion: lesion, data: r.data}:
+		case jobs[r.i] <- job{lesion: lesion, patient: ls.Lesion.PatientID, data: r.data}:
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
@@ -126,7 +114,7 @@ func readTensor(path string, want []int64) ([]float32, error) {
 		return nil, err
 	}
 	defer f.Close()
-	shape, data, err := npy.ReadFloat32(f)
+	shape, data, err := patch.ReadNPY(f)
 	if err != nil {
 		return nil, fmt.Errorf("read tensor %s: %w", path, err)
 	}
@@ -142,9 +130,10 @@ func readTensor(path string, want []int64) ([]float32, error) {
 
 // infer batches a model's jobs into fixed-size batches (the last padded with zeros), runs them
 // one at a time on the model's session and hands the rows to the writer.
-func infer(ctx context.Context, e env, m *model, jobs <-chan job, results chan<- []tables.Embedding, patients map[string]string) error {
+func infer(ctx context.Context, sc *pipeline.Context, m *model, jobs <-chan job, results chan<- []tables.Embedding) error {
 	buf := make([]float32, m.batch*m.size)
 	ids := make([]string, 0, m.batch)
+	patients := make([]string, 0, m.batch)
 	run := func() error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
@@ -153,23 +142,23 @@ func infer(ctx context.Context, e env, m *model, jobs <-chan job, results chan<-
 		clear(buf[n*m.size:]) // padding: zeros, whose outputs are dropped
 		shape, out, err := m.session.Run(m.shape, buf)
 		if err != nil {
-			return pipeline.Haltf("embed: model %s: inference on a batch of %d: %w", m.spec.Name, m.batch, err)
+			return pipeline.Haltf("model %s: inference on a batch of %d: %w", m.spec.Name, m.batch, err)
 		}
 		dim := m.spec.EmbeddingDim
 		if len(shape) != 2 || shape[0] != int64(m.batch) || shape[1] != int64(dim) {
-			return pipeline.Haltf("embed: model %s: output shape %v, want [%d %d] (embedding_dim %d in %s)",
+			return pipeline.Haltf("model %s: output shape %v, want [%d %d] (embedding_dim %d in %s)",
 				m.spec.Name, shape, m.batch, dim, dim, m.path)
 		}
 		rows := make([]tables.Embedding, 0, n)
 		for i, id := range ids {
 			v := out[i*dim : (i+1)*dim : (i+1)*dim]
 			if !finite(v) {
-				e.fail(id, pipeline.Itemf(pipeline.ClassModel, id, "model %s: embedding has NaN or Inf values", m.spec.Name))
+				sc.Fail(id, pipeline.Itemf(pipeline.ClassModel, id, "model %s: embedding has NaN or Inf values", m.spec.Name))
 				continue
 			}
-			rows = append(rows, tables.Embedding{LesionID: id, PatientID: patients[id], Model: m.spec.Name, Vector: v})
+			rows = append(rows, tables.Embedding{LesionID: id, PatientID: patients[i], Model: m.spec.Name, Vector: v})
 		}
-		ids = ids[:0]
+		ids, patients = ids[:0], patients[:0]
 		select {
 		case results <- rows:
 			return nil
@@ -188,6 +177,7 @@ func infer(ctx context.Context, e env, m *model, jobs <-chan job, results chan<-
 			}
 			copy(buf[len(ids)*m.size:], j.data)
 			ids = append(ids, j.lesion)
+			patients = append(patients, j.patient)
 			if len(ids) == m.batch {
 				if err := run(); err != nil {
 					return err
@@ -211,7 +201,7 @@ func finite(v []float32) bool {
 // write commits finished batches as part files; batches that queued up meanwhile go into the
 // same part. On an error it returns at once: the flow's context is then cancelled, which
 // releases the inference goroutine.
-func write(e env, m *model, results <-chan []tables.Embedding) error {
+func write(m *model, results <-chan []tables.Embedding) error {
 	for rows := range results {
 	more:
 		for {
@@ -229,9 +219,8 @@ func write(e env, m *model, results <-chan []tables.Embedding) error {
 			continue
 		}
 		if err := m.parts.commit(rows); err != nil {
-			return pipeline.Haltf("embed: model %s: %w", m.spec.Name, err)
+			return pipeline.Haltf("commit embeddings of model %s: %w", m.spec.Name, err)
 		}
-		e.progress.Add(int64(len(rows)))
 	}
 	return nil
 }

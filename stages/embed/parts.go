@@ -12,8 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"connectome/models"
-	"connectome/tables"
+	"connectome/internal/tables"
 )
 
 // partStore is one model's committed batches: embed/parts/<model>/part-NNNNNN.arrow, each an
@@ -44,7 +43,7 @@ func openParts(dir string, dim int, mem memory.Allocator) (*partStore, error) {
 			continue // temp files of an interrupted write, and anything else
 		}
 		path := filepath.Join(dir, ent.Name())
-		rows, _, err := tables.ReadEmbeddingsWith(mem, path)
+		rows, _, err := tables.ReadEmbeddings(mem, path)
 		if err != nil {
 			return nil, fmt.Errorf("read part %s: %w", path, err)
 		}
@@ -88,7 +87,7 @@ func (p *partStore) commit(rows []tables.Embedding) error {
 	p.next++
 	p.mu.Unlock()
 	path := filepath.Join(p.dir, fmt.Sprintf("part-%06d.arrow", seq))
-	if err := tables.WriteEmbeddingsWith(p.mem, path, rows, p.dim, arrow.Metadata{}); err != nil {
+	if err := tables.WriteEmbeddingsPart(p.mem, path, rows, p.dim); err != nil {
 		return fmt.Errorf("commit part: %w", err)
 	}
 	p.mu.Lock()
@@ -108,7 +107,7 @@ func (p *partStore) assemble(path string, order []string, dim int, md arrow.Meta
 	p.mu.Unlock()
 	byID := map[string]tables.Embedding{}
 	for _, part := range parts {
-		rows, _, err := tables.ReadEmbeddingsWith(p.mem, part)
+		rows, _, err := tables.ReadEmbeddings(p.mem, part)
 		if err != nil {
 			return 0, err
 		}
@@ -125,20 +124,5 @@ func (p *partStore) assemble(path string, order []string, dim int, md arrow.Meta
 			delete(byID, id)
 		}
 	}
-	return len(out), tables.WriteEmbeddingsWith(p.mem, path, out, dim, md)
-}
-
-// clearTables removes the outputs of an earlier attempt before a fresh one: every table of an
-// unsharded run, or only this shard's part of each model's table, so that shards running at
-// once never remove each other's parts.
-func clearTables(e env, specs []*models.Spec) error {
-	if !e.shard.IsPart() {
-		return os.RemoveAll(filepath.Join(e.runDir, "embeddings"))
-	}
-	for _, s := range specs {
-		if err := os.Remove(PartPath(e.runDir, s.Name, e.shard)); err != nil && !os.IsNotExist(err) {
-			return err
-		}
-	}
-	return nil
+	return len(out), tables.WriteEmbeddings(p.mem, path, out, dim, md)
 }

@@ -38,27 +38,27 @@ type Settings struct {
 
 // DefaultSettings: every model, on CPU, models from weights/.
 func DefaultSettings() Settings {
-	return Settings{Device: onnxrt.DeviceCPU, CUDNNConvAlgoSearch: "EXHAUSTIVE", ModelsDir: "weights"}
+	return Settings{Device: onnxrt.DeviceAuto, CUDNNConvAlgoSearch: "EXHAUSTIVE", ModelsDir: "weights"}
 }
 
 // Validate reports a setting that cannot work.
 func (s Settings) Validate() error {
 	if err := s.runtimeOptions().Validate(); err != nil {
-		return fmt.Errorf("embed: %w", err)
+		return err
 	}
 	if s.BatchSize < 0 || s.BatchSize > 4096 {
-		return fmt.Errorf("embed: batch_size = %d, want 0 (per model) or 1..4096", s.BatchSize)
+		return fmt.Errorf("batch_size = %d, want 0 (per model) or 1..4096", s.BatchSize)
 	}
 	if s.Readers < 0 {
-		return fmt.Errorf("embed: readers = %d, want ≥ 0", s.Readers)
+		return fmt.Errorf("readers = %d, want ≥ 0", s.Readers)
 	}
 	if s.ModelsDir == "" {
-		return fmt.Errorf("embed: models_dir is empty")
+		return fmt.Errorf("models_dir is empty")
 	}
 	seen := map[string]bool{}
 	for _, m := range s.Models {
 		if m == "" || seen[m] {
-			return fmt.Errorf("embed: models %v: empty or repeated name", s.Models)
+			return fmt.Errorf("models %v: empty or repeated name", s.Models)
 		}
 		seen[m] = true
 	}

@@ -1,10 +1,11 @@
 package embed
 
 import (
-	"connectome/models/onnxrt/onnxrttest"
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"connectome/models/onnxrt/onnxrttest"
 
 	"connectome/models"
 )

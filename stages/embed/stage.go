@@ -17,20 +17,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
-
-	"connectome/arrowio"
+	"connectome/internal/layout"
+	"connectome/internal/tables"
 	"connectome/models"
 	"connectome/models/onnx"
 	"connectome/models/onnxrt"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 // Stage is the embed stage.
@@ -46,15 +43,24 @@ func New(s Settings, reg *models.Registry, rt *onnxrt.Runtime) *Stage {
 	return &Stage{s: s, reg: reg, rt: rt}
 }
 
-func (st *Stage) Name() string    { return pipeline.StageEmbed }
-func (st *Stage) Version() string { return "1" }
+func (st *Stage) Name() string { return layout.Embed }
+
+// Version 2: the tables moved into the stage's directory (embed/<model>.arrow), so a run
+// directory of version 1 must not count as done.
+func (st *Stage) Version() string { return "2" }
 
 // Streams: embedding batches fill as preprocess finishes lesions.
 func (st *Stage) Streams() bool { return true }
 
-// Sharding: a shard embeds its own lesions into embeddings/<model>/part-i-of-N.arrow
+// Sharding: a shard embeds its own lesions into its own embed/shard-i-of-N/<model>.arrow
 // (pipeline.ShardAware).
-func (st *Stage) Sharding() pipeline.Sharding { return pipeline.ShardEach }
+func (st *Stage) Sharding() pipeline.Sharding { return layout.Sharding(layout.Embed) }
+
+// Published: the committed batches are work files; the tables are what the merge reads
+// (pipeline.Publisher), not their Parquet copies.
+func (st *Stage) Published(rel string) bool {
+	return !strings.HasPrefix(rel, layout.PartsDir+"/") && !tables.IsParquetCopy(rel)
+}
 
 // hashView is what decides the output: per model the fields that change its embeddings (the
 // recorded checksums, tensor names, dimension and preprocessing), and the batch-size override.
@@ -94,71 +100,6 @@ func (st *Stage) Settings() any {
 	return v
 }
 
-// env is what the stage needs from the engine, so that tests can run it without one.
-type env struct {
-	runDir, dir, configHash string
-	resume                  bool
-	workers                 int
-	log                     *slog.Logger
-	items                   func(ctx context.Context, all []pipeline.Item) <-chan pipeline.Item
-	streamed                bool
-	fail                    func(item string, err error)
-	count                   func(name string, n int64)
-	progress                interface {
-		SetTotal(int64)
-		Add(int64)
-	}
-	mem memory.Allocator
-	// shard is the process's shard; prepDir is preprocess's directory for it ("" means
-	// runDir/preprocess).
-	shard   pipeline.Shard
-	prepDir string
-}
-
-// tensorPath is where preprocess put a lesion's tensor for this process's shard.
-func (e env) tensorPath(model, lesionID string) string {
-	if e.prepDir == "" {
-		return TensorPath(e.runDir, model, lesionID)
-	}
-	return filepath.Join(e.prepDir, "tensors", model, lesionID+".npy")
-}
-
-// tablePath is the model's output: its table, or the shard's part of it.
-func (e env) tablePath(model string) string {
-	if e.shard.IsPart() {
-		return PartPath(e.runDir, model, e.shard)
-	}
-	return TablePath(e.runDir, model)
-}
-
-// Run embeds every lesion that arrives (or, without an upstream stage in the same run, every
-// lesion of cohort/lesions.arrow that has tensors).
-func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
-	return st.run(ctx, env{
-		runDir: sc.RunDir, dir: sc.Dir, configHash: sc.ConfigHash, resume: sc.Resume, workers: sc.Workers,
-		log: sc.Log, items: sc.Items, streamed: sc.In != nil, fail: sc.Fail, count: sc.Count,
-		progress: sc.Progress(0), mem: memory.DefaultAllocator,
-		shard: sc.Shard, prepDir: pipeline.ShardDir(sc.RunDir, pipeline.StagePreprocess, sc.Shard),
-	})
-}
-
-// TensorPath is where the preprocess stage writes a lesion's input tensor for a model.
-func TensorPath(runDir, model, lesionID string) string {
-	return filepath.Join(runDir, "preprocess", "tensors", model, lesionID+".npy")
-}
-
-// TablePath is the final embeddings table of a model.
-func TablePath(runDir, model string) string {
-	return filepath.Join(runDir, "embeddings", model+".arrow")
-}
-
-// PartPath is a shard's part of a model's embeddings, embeddings/<model>/part-i-of-N.arrow:
-// the shard's lesions in lesion-table order, with the embed config hash (which includes N but
-// not i) in its metadata, so a merge can tell parts of different configs apart.
-func PartPath(runDir, model string, sh pipeline.Shard) string {
-	return filepath.Join(runDir, "embeddings", model, sh.PartName())
-}
-
 // model is one model being run.
 type model struct {
 	spec    *models.Spec
@@ -183,12 +124,12 @@ func (st *Stage) Preflight(ctx context.Context) error {
 	for _, spec := range specs {
 		path := filepath.Join(st.s.ModelsDir, spec.ONNX)
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return pipeline.Haltf("embed: model %s: ONNX file %s is missing; %s", spec.Name, path, exportHint(spec))
+			return pipeline.Haltf("model %s: ONNX file %s is missing; %s", spec.Name, path, st.reg.Obtain)
 		}
 	}
 	if st.s.Device == onnxrt.DeviceCUDA {
 		if _, err := st.rt.CheckDevice(st.s.runtimeOptions()); err != nil {
-			return pipeline.Haltf("embed: %w", err)
+			return pipeline.Haltf("settings: %w", err)
 		}
 	}
 	return nil
@@ -197,136 +138,110 @@ func (st *Stage) Preflight(ctx context.Context) error {
 // selected checks the settings and returns the models to run.
 func (st *Stage) selected() ([]*models.Spec, error) {
 	if err := st.s.Validate(); err != nil {
-		return nil, pipeline.Haltf("%w", err)
+		return nil, pipeline.Haltf("settings: %w", err)
 	}
 	if st.reg == nil || st.rt == nil {
-		return nil, pipeline.Haltf("embed: no model registry or ONNX Runtime given")
+		return nil, pipeline.Haltf("no model registry or ONNX Runtime given")
 	}
 	specs, err := st.reg.Select(st.s.Models)
 	if err != nil {
-		return nil, pipeline.Haltf("embed: %w", err)
+		return nil, pipeline.Halt(err)
 	}
 	return specs, nil
 }
 
-func (st *Stage) run(ctx context.Context, e env) error {
+// Run embeds every lesion that arrives (or, without an upstream stage in the same run, every
+// lesion of the process that has tensors) with every selected model, and writes each model's
+// table in lesion order.
+func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 	specs, err := st.selected()
 	if err != nil {
 		return err
 	}
-	lesions, _, err := tables.ReadLesions(filepath.Join(e.runDir, "cohort", "lesions.arrow"))
-	if err != nil {
-		return pipeline.Haltf("embed: read lesions: %w", err)
-	}
-	lesions = pipeline.ShardOf(lesions, func(l tables.Lesion) string { return l.LesionID }, e.shard)
 	opts := st.s.runtimeOptions()
 	provider, err := st.rt.CheckDevice(opts)
 	if err != nil {
-		return pipeline.Haltf("embed: %w", err)
+		return pipeline.Halt(err)
 	}
 	if provider != "CUDA" {
 		opts.Device = onnxrt.DeviceCPU // decided once: no per-model CUDA attempts and warnings
 	}
 	if st.s.Device == onnxrt.DeviceAuto && provider != "CUDA" {
-		e.log.Warn("embed: CUDA execution provider unavailable, falling back to CPU (device auto)")
+		sc.Log.Warn("embed: CUDA execution provider unavailable, falling back to CPU (device auto)")
 	}
-	e.log.Info("embed: execution provider", "provider", provider, "ort", st.rt.Version(), "library", st.rt.Library())
-
-	if !e.resume {
-		// A fresh attempt: parts and tables of an earlier one must not leak into this one.
-		if err := os.RemoveAll(filepath.Join(e.dir, "parts")); err != nil {
-			return pipeline.Haltf("clear parts: %w", err)
-		}
-		if err := clearTables(e, specs); err != nil {
-			return pipeline.Haltf("clear embeddings: %w", err)
-		}
-	}
+	sc.Log.Info("embed: execution provider", "provider", provider, "ort", st.rt.Version(), "library", st.rt.Library())
+	lay := layout.New(sc.RunDir, sc.Shard)
 	ms := make([]*model, 0, len(specs))
 	for _, spec := range specs {
-		m, err := st.prepare(spec, e, opts)
+		m, err := st.prepare(spec, sc, lay, opts)
 		if err != nil {
 			return err
 		}
 		ms = append(ms, m)
 	}
-	patients := make(map[string]string, len(lesions))
-	all := make([]pipeline.Item, len(lesions))
-	for i, l := range lesions {
-		patients[l.LesionID] = l.PatientID
-		all[i] = pipeline.Item{ID: l.LesionID}
-	}
 	var done int64
 	for _, m := range ms {
 		done += int64(m.parts.doneCount())
 	}
-	e.progress.SetTotal(int64(len(lesions) * len(ms)))
-	e.progress.Add(done)
 	if done > 0 {
-		e.count("resumed", done)
-		e.log.Info("embed: resuming", "pairs_done", done)
+		sc.Count("resumed", done)
+		sc.Log.Info("embed: resuming", "pairs_done", done)
 	}
-
-	if err := st.flow(ctx, e, ms, all, patients); err != nil {
+	if err := st.flow(ctx, sc, lay, ms); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		// Interrupted: the committed parts stay for --resume; no final table from a partial run.
 		return context.Cause(ctx)
 	}
-	order := make([]string, len(lesions))
-	for i, l := range lesions {
-		order[i] = l.LesionID
+	items := sc.AllItems()
+	order := make([]string, len(items))
+	for i, it := range items {
+		order[i] = it.ID
 	}
 	for _, m := range ms {
-		n, err := m.parts.assemble(e.tablePath(m.spec.Name), order, m.spec.EmbeddingDim,
-			arrowio.Metadata(st.s.PipelineVersion, st.s.IDCVersion, e.configHash, m.md))
+		path := lay.Embeddings(m.spec.Name)
+		n, err := m.parts.assemble(path, order, m.spec.EmbeddingDim,
+			tables.Metadata(st.s.PipelineVersion, st.s.IDCVersion, sc.ConfigHash, m.md))
 		if err != nil {
-			return pipeline.Haltf("embed: write table of %s: %w", m.spec.Name, err)
+			return pipeline.Haltf("write the embeddings table of model %s: %w", m.spec.Name, err)
 		}
-		e.count("embeddings", int64(n))
-		e.log.Info("embed: table written", "model", m.spec.Name, "rows", n, "path", e.tablePath(m.spec.Name))
+		sc.Count("embeddings", int64(n))
+		sc.Log.Info("embed: table written", "model", m.spec.Name, "rows", n, "path", path)
 	}
 	return nil
 }
 
-// exportHint says how to get a model's ONNX file.
-func exportHint(spec *models.Spec) string {
-	if strings.HasPrefix(spec.Name, "demo-") || strings.HasPrefix(spec.Name, "test-") {
-		return "generated encoders are written by `connectome models write-demo` (make demo)"
-	}
-	return "export it on a GPU VM with internet: python3 scripts/export_models.py --models " + spec.Name + " (see scripts/requirements-export.txt), then copy it there"
-}
-
 // prepare checks a model's file, checksum and signature and opens its session.
-func (st *Stage) prepare(spec *models.Spec, e env, opts onnxrt.Options) (*model, error) {
+func (st *Stage) prepare(spec *models.Spec, sc *pipeline.Context, lay layout.Run, opts onnxrt.Options) (*model, error) {
 	path := filepath.Join(st.s.ModelsDir, spec.ONNX)
 	sum, err := FileSHA256(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, pipeline.Haltf("embed: model %s: ONNX file %s is missing; %s", spec.Name, path, exportHint(spec))
+		return nil, pipeline.Haltf("model %s: ONNX file %s is missing; %s", spec.Name, path, st.reg.Obtain)
 	}
 	if err != nil {
-		return nil, pipeline.Haltf("embed: model %s: %w", spec.Name, err)
+		return nil, pipeline.Haltf("model %s: %w", spec.Name, err)
 	}
 	switch {
 	case spec.SHA256 == "":
-		e.log.Warn("embed: no sha256 recorded for the model; its file is not verified", "model", spec.Name, "file", path, "sha256", sum)
+		sc.Log.Warn("embed: no sha256 recorded for the model; its file is not verified", "model", spec.Name, "file", path, "sha256", sum)
 	case !strings.EqualFold(spec.SHA256, sum):
-		return nil, pipeline.Haltf("embed: model %s: %s has sha256 %s, but %s records %s; re-export it (%s) or fix the models file",
-			spec.Name, path, sum, st.reg.Path, spec.SHA256, exportHint(spec))
+		return nil, pipeline.Haltf("model %s: %s has sha256 %s, but %s records %s; re-export it (%s) or fix the models file",
+			spec.Name, path, sum, st.reg.Path, spec.SHA256, st.reg.Obtain)
 	}
 	if spec.ExternalData != "" {
 		dpath := filepath.Join(st.s.ModelsDir, spec.ExternalData)
 		dsum, err := FileSHA256(dpath)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
-			return nil, pipeline.Haltf("embed: model %s: its external weights %s are missing; %s", spec.Name, dpath, exportHint(spec))
+			return nil, pipeline.Haltf("model %s: its external weights %s are missing; %s", spec.Name, dpath, st.reg.Obtain)
 		case err != nil:
-			return nil, pipeline.Haltf("embed: model %s: %w", spec.Name, err)
+			return nil, pipeline.Haltf("model %s: %w", spec.Name, err)
 		case spec.ExternalDataSHA256 == "":
-			e.log.Warn("embed: no sha256 recorded for the model's external data; not verified", "model", spec.Name, "file", dpath, "sha256", dsum)
+			sc.Log.Warn("embed: no sha256 recorded for the model's external data; not verified", "model", spec.Name, "file", dpath, "sha256", dsum)
 		case !strings.EqualFold(spec.ExternalDataSHA256, dsum):
-			return nil, pipeline.Haltf("embed: model %s: %s has sha256 %s, but %s records %s; re-export it (%s)",
-				spec.Name, dpath, dsum, st.reg.Path, spec.ExternalDataSHA256, exportHint(spec))
+			return nil, pipeline.Haltf("model %s: %s has sha256 %s, but %s records %s; re-export it (%s)",
+				spec.Name, dpath, dsum, st.reg.Path, spec.ExternalDataSHA256, st.reg.Obtain)
 		}
 	}
 	batch := spec.BatchSize
@@ -334,11 +249,11 @@ func (st *Stage) prepare(spec *models.Spec, e env, opts onnxrt.Options) (*model,
 		batch = st.s.BatchSize
 	}
 	if err := CheckSignature(path, spec, batch); err != nil {
-		return nil, pipeline.Haltf("embed: model %s: %w", spec.Name, err)
+		return nil, pipeline.Haltf("model %s: %w", spec.Name, err)
 	}
 	sess, err := st.rt.Open(path, spec.Input, spec.Output, opts)
 	if err != nil {
-		return nil, pipeline.Haltf("embed: model %s: %w", spec.Name, err)
+		return nil, pipeline.Haltf("model %s: %w", spec.Name, err)
 	}
 	pre, _ := json.Marshal(spec.Preprocess)
 	shape := spec.InputShape(batch)
@@ -350,9 +265,9 @@ func (st *Stage) prepare(spec *models.Spec, e env, opts onnxrt.Options) (*model,
 			tables.MetaPreprocessing: string(pre),
 			tables.MetaEmbeddingDim:  strconv.Itoa(spec.EmbeddingDim),
 		}}
-	m.parts, err = openParts(filepath.Join(e.dir, "parts", spec.Name), spec.EmbeddingDim, e.mem)
+	m.parts, err = openParts(lay.EmbedParts(spec.Name), spec.EmbeddingDim, sc.Mem)
 	if err != nil {
-		return nil, pipeline.Haltf("embed: model %s: %w", spec.Name, err)
+		return nil, pipeline.Haltf("model %s: %w", spec.Name, err)
 	}
 	return m, nil
 }

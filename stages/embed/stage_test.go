@@ -10,23 +10,27 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"go.uber.org/goleak"
 
-	"connectome/atomicfile"
+	"connectome/internal/atomicfile"
+	"connectome/internal/encoders"
+	"connectome/internal/layout"
+	"connectome/internal/patch"
+	"connectome/internal/tables"
 	"connectome/models"
 	"connectome/models/onnx"
 	"connectome/models/onnxrt"
 	"connectome/models/onnxrt/onnxrttest"
-	"connectome/npy"
 	"connectome/pipeline"
-	"connectome/tables"
 
 	"io"
 )
@@ -62,7 +66,7 @@ func newFixture(t *testing.T, n int) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{runDir: t.TempDir(), modelsDir: t.TempDir(), reg: reg}
-	if _, err := onnx.WriteDemoModels(f.modelsDir, reg); err != nil {
+	if _, err := encoders.WriteDemoModels(f.modelsDir, reg); err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -70,10 +74,10 @@ func newFixture(t *testing.T, n int) *fixture {
 		l := tables.Lesion{LesionID: fmt.Sprintf("L%03d", i), PatientID: fmt.Sprintf("P%02d", i/2), StudyYear: -1}
 		f.lesions = append(f.lesions, l)
 		for _, s := range reg.Models {
-			writeTensor(t, TensorPath(f.runDir, s.Name, l.LesionID), s.InputShape(1), rng)
+			writeTensor(t, layout.New(f.runDir, pipeline.Shard{}).Tensor(s.Name, l.LesionID), s.InputShape(1), rng)
 		}
 	}
-	if err := tables.WriteLesions(filepath.Join(f.runDir, "cohort", "lesions.arrow"), f.lesions, arrow.Metadata{}); err != nil {
+	if err := tables.WriteLesions(layout.New(f.runDir, pipeline.Shard{}).Lesions(), f.lesions, arrow.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -91,73 +95,76 @@ func writeTensor(t testing.TB, path string, shape []int64, rng *rand.Rand) {
 	for i := range data {
 		data[i] = float32(rng.Float64())
 	}
-	if err := atomicfile.Write(path, func(w io.Writer) error { return npy.WriteFloat32(w, dims, data) }); err != nil {
+	if err := atomicfile.Write(path, func(w io.Writer) error { return patch.WriteNPY(w, dims, data) }); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// recorder stands in for the engine's failure log, counters and progress.
+// recorder is the progress display of a test's stage context, and what the run recorded.
 type recorder struct {
 	mu       sync.Mutex
-	failures map[string][]error
+	failures map[string][]pipeline.Failure
 	counts   map[string]int64
 	added    atomic.Int64
-	onAdd    func(total int64)
 	log      bytes.Buffer
 }
 
-func (r *recorder) SetTotal(int64) {}
-func (r *recorder) Add(n int64) {
-	t := r.added.Add(n)
-	if r.onAdd != nil {
-		r.onAdd(t)
+func (r *recorder) Start(string, int64) pipeline.Bar { return r }
+func (r *recorder) SetTotal(int64)                   {}
+func (r *recorder) Add(n int64)                      { r.added.Add(n) }
+func (r *recorder) Finish(bool)                      {}
+
+// items are the fixture's lesions as the engine streams them.
+func (f *fixture) items() []pipeline.Item {
+	items := make([]pipeline.Item, len(f.lesions))
+	for i, l := range f.lesions {
+		items[i] = pipeline.Item{ID: l.LesionID, Payload: &tables.LesionSeries{Lesion: l}}
 	}
+	return items
 }
 
-func (f *fixture) env(t *testing.T, resume bool, streamed []string) (env, *recorder) {
-	rec := &recorder{failures: map[string][]error{}, counts: map[string]int64{}}
+// context is the embed stage's context over the fixture's run directory: every lesion, or,
+// when streamed is not nil, only those lesions arriving from an upstream stage.
+func (f *fixture) context(t *testing.T, resume bool, streamed []string) (*pipeline.Context, *recorder) {
+	t.Helper()
+	rec := &recorder{failures: map[string][]pipeline.Failure{}}
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	t.Cleanup(func() { mem.AssertSize(t, 0) })
-	e := env{
-		runDir: f.runDir, dir: filepath.Join(f.runDir, "embed"), configHash: "hash", resume: resume, workers: 2,
-		log: slog.New(slog.NewTextHandler(&syncWriter{w: &rec.log, mu: &rec.mu}, nil)),
-		fail: func(item string, err error) {
-			rec.mu.Lock()
-			defer rec.mu.Unlock()
-			rec.failures[item] = append(rec.failures[item], err)
-		},
-		count: func(name string, n int64) {
-			rec.mu.Lock()
-			defer rec.mu.Unlock()
-			rec.counts[name] += n
-		},
-		progress: rec, mem: mem,
-	}
-	e.items = func(ctx context.Context, all []pipeline.Item) <-chan pipeline.Item {
-		ids := streamed
-		if ids == nil {
-			for _, it := range all {
-				ids = append(ids, it.ID)
+	cfg := pipeline.ContextConfig{Stage: layout.Embed, RunDir: f.runDir, ConfigHash: "hash", Resume: resume, Workers: 2,
+		Log: slog.New(slog.NewTextHandler(&syncWriter{w: &rec.log, mu: &rec.mu}, nil)), Mem: mem, Progress: rec, Items: f.items()}
+	if streamed != nil {
+		in := make(chan pipeline.Item, len(streamed))
+		for _, it := range cfg.Items {
+			if slices.Contains(streamed, it.ID) {
+				in <- it
 			}
 		}
-		ch := make(chan pipeline.Item)
-		go func() {
-			defer close(ch)
-			for _, id := range ids {
-				select {
-				case ch <- pipeline.Item{ID: id}:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
-		return ch
+		close(in)
+		cfg.In = in
 	}
-	e.streamed = streamed != nil
-	if err := os.MkdirAll(e.dir, 0o755); err != nil {
+	sc, err := pipeline.NewContext(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return e, rec
+	return sc, rec
+}
+
+// run runs the stage in sc and records its failures and counts in rec.
+func run(t *testing.T, ctx context.Context, st *Stage, sc *pipeline.Context, rec *recorder) error {
+	t.Helper()
+	err := st.Run(ctx, sc)
+	if cerr := sc.Close(); cerr != nil {
+		t.Fatal(cerr)
+	}
+	fs, ferr := sc.Failures()
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	for _, f := range fs {
+		rec.failures[f.ItemID] = append(rec.failures[f.ItemID], f)
+	}
+	rec.counts = sc.Counts()
+	return err
 }
 
 type syncWriter struct {
@@ -181,7 +188,7 @@ func (f *fixture) settings(batch int) Settings {
 
 func readTable(t *testing.T, runDir, model string) []tables.Embedding {
 	t.Helper()
-	rows, md, err := tables.ReadEmbeddings(TablePath(runDir, model))
+	rows, md, err := tables.ReadEmbeddings(memory.DefaultAllocator, layout.New(runDir, pipeline.Shard{}).Embeddings(model))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,8 +229,8 @@ func TestBatch1And8Agree(t *testing.T) {
 		g := *f
 		g.runDir = filepath.Join(t.TempDir(), "run")
 		copyTree(t, f.runDir, g.runDir)
-		e, rec := g.env(t, false, nil)
-		if err := New(f.settings(batch), f.reg, rt).run(context.Background(), e); err != nil {
+		sc, rec := g.context(t, false, nil)
+		if err := run(t, context.Background(), New(f.settings(batch), f.reg, rt), sc, rec); err != nil {
 			t.Fatal(err)
 		}
 		if len(rec.failures) > 0 {
@@ -247,26 +254,26 @@ func TestBatch1And8Agree(t *testing.T) {
 func checkAgainstReference(t *testing.T, runDir string, f *fixture, model string, rows []tables.Embedding) {
 	t.Helper()
 	spec, _ := f.reg.Get(model)
-	m, err := onnx.DemoModelFor(spec)
+	m, err := encoders.DemoModelFor(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, i := range []int{0, 7, 10} {
-		fh, err := os.Open(TensorPath(runDir, model, rows[i].LesionID))
+		fh, err := os.Open(layout.New(runDir, pipeline.Shard{}).Tensor(model, rows[i].LesionID))
 		if err != nil {
 			t.Fatal(err)
 		}
-		shape, data, err := npy.ReadFloat32(fh)
+		shape, data, err := patch.ReadNPY(fh)
 		fh.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := m.Graph.Eval(map[string]*onnx.Array{onnx.InputName: {Shape: shape, Data: data}})
+		out, err := encoders.Eval(&m.Graph, map[string]*encoders.Array{encoders.InputName: {Shape: shape, Data: data}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		sameTables(t, []tables.Embedding{rows[i]}, []tables.Embedding{{LesionID: rows[i].LesionID, PatientID: rows[i].PatientID,
-			Model: model, Vector: out[onnx.OutputName].Data}}, 1e-5)
+			Model: model, Vector: out[encoders.OutputName].Data}}, 1e-5)
 	}
 }
 
@@ -298,28 +305,32 @@ func TestResumeAfterInterruption(t *testing.T) {
 	ref := *f
 	ref.runDir = filepath.Join(t.TempDir(), "ref")
 	copyTree(t, f.runDir, ref.runDir)
-	e, _ := ref.env(t, false, nil)
-	if err := st.run(context.Background(), e); err != nil {
+	sc, rec := ref.context(t, false, nil)
+	if err := run(t, context.Background(), st, sc, rec); err != nil {
 		t.Fatal(err)
 	}
 
-	// Interrupt after a few committed batches.
+	// Interrupt once a few batches of model a are committed.
 	ctx, cancel := context.WithCancel(context.Background())
-	e, rec := f.env(t, false, nil)
-	rec.onAdd = func(total int64) {
-		if total >= 4 {
-			cancel()
+	go func() {
+		defer cancel()
+		for ctx.Err() == nil {
+			if parts, _ := filepath.Glob(filepath.Join(layout.New(f.runDir, pipeline.Shard{}).EmbedParts("test-conv-a"), "part-*.arrow")); len(parts) >= 2 {
+				return
+			}
+			time.Sleep(time.Millisecond)
 		}
-	}
-	err := st.run(ctx, e)
+	}()
+	sc, rec = f.context(t, false, nil)
+	err := run(t, ctx, st, sc, rec)
 	if err == nil {
 		t.Fatal("interrupted run returned nil")
 	}
-	if _, err := os.Stat(TablePath(f.runDir, "test-conv-a")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(layout.New(f.runDir, pipeline.Shard{}).Embeddings("test-conv-a")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("an interrupted run wrote the final table: %v", err)
 	}
-	e, rec = f.env(t, true, nil)
-	if err := st.run(context.Background(), e); err != nil {
+	sc, rec = f.context(t, true, nil)
+	if err := run(t, context.Background(), st, sc, rec); err != nil {
 		t.Fatal(err)
 	}
 	if rec.counts["resumed"] < 4 || rec.counts["resumed"] >= 2*n {
@@ -337,11 +348,11 @@ func TestResumeAfterInterruption(t *testing.T) {
 		sameTables(t, got, want, 1e-6)
 	}
 	// Resuming a finished stage again changes nothing.
-	e, rec = f.env(t, true, nil)
-	if err := st.run(context.Background(), e); err != nil {
+	sc, rec = f.context(t, true, nil)
+	if err := run(t, context.Background(), st, sc, rec); err != nil {
 		t.Fatal(err)
 	}
-	if rec.counts["resumed"] != 2*n || rec.added.Load() != 2*n {
+	if rec.counts["resumed"] != 2*n || rec.added.Load() != n {
 		t.Errorf("second resume: resumed %d, progress %d", rec.counts["resumed"], rec.added.Load())
 	}
 }
@@ -355,7 +366,7 @@ func TestModelFileProblemsHalt(t *testing.T) {
 		wants []string
 	}{
 		{"missing", func(s *models.Spec) { s.Name, s.ONNX = "FMCIB-like", "nothing-here.onnx" },
-			[]string{"nothing-here.onnx", "missing", "scripts/export_models.py"}},
+			[]string{"nothing-here.onnx", "missing", "the tests write these generated encoders"}},
 		{"checksum", func(s *models.Spec) { s.SHA256 = strings.Repeat("0", 64) },
 			[]string{"test-conv-a.onnx", "sha256", strings.Repeat("0", 64)}},
 		{"dimension", func(s *models.Spec) { s.EmbeddingDim = 10 },
@@ -368,8 +379,8 @@ func TestModelFileProblemsHalt(t *testing.T) {
 			reg, _ := models.Parse("test-models.yaml", []byte(onnxrttest.TestModelsYAML))
 			reg.Models = reg.Models[:1]
 			c.edit(&reg.Models[0])
-			e, _ := f.env(t, false, nil)
-			err := New(f.settings(0), reg, rt).run(context.Background(), e)
+			sc, rec := f.context(t, false, nil)
+			err := run(t, context.Background(), New(f.settings(0), reg, rt), sc, rec)
 			if !pipeline.IsHalt(err) {
 				t.Fatalf("err %v, want a halt", err)
 			}
@@ -390,17 +401,17 @@ func TestDevices(t *testing.T) {
 	f := newFixture(t, 3)
 	s := f.settings(0)
 	s.Device = "cuda"
-	e, _ := f.env(t, false, nil)
-	err := New(s, f.reg, rt).run(context.Background(), e)
-	if !pipeline.IsHalt(err) || !onnxrt.IsCUDAUnavailable(err) || !strings.Contains(err.Error(), "--device cpu") {
+	sc, rec := f.context(t, false, nil)
+	err := run(t, context.Background(), New(s, f.reg, rt), sc, rec)
+	if !pipeline.IsHalt(err) || !errors.Is(err, onnxrt.ErrCUDAUnavailable) || !strings.Contains(err.Error(), "--device cpu") {
 		t.Fatalf("device cuda without CUDA: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(f.runDir, "embed", "parts")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(layout.New(f.runDir, pipeline.Shard{}).EmbedParts("test-conv-a")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cuda failure did not stop at once: %v", err)
 	}
 	s.Device = "auto"
-	e, rec := f.env(t, false, nil)
-	if err := New(s, f.reg, rt).run(context.Background(), e); err != nil {
+	sc, rec = f.context(t, false, nil)
+	if err := run(t, context.Background(), New(s, f.reg, rt), sc, rec); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(rec.log.String(), "falling back to CPU") || rec.counts["embeddings"] != 6 {
@@ -412,17 +423,17 @@ func TestItemFailures(t *testing.T) {
 	rt := ortEnv.Require(t)
 	f := newFixture(t, 5)
 	// L001: no tensor for model b; L002: a tensor of the wrong shape for a; L003: no tensors.
-	os.Remove(TensorPath(f.runDir, "test-conv-b", "L001"))
-	writeTensor(t, TensorPath(f.runDir, "test-conv-a", "L002"), []int64{1, 1, 8, 8, 8}, rand.New(rand.NewPCG(1, 1)))
-	os.Remove(TensorPath(f.runDir, "test-conv-a", "L003"))
-	os.Remove(TensorPath(f.runDir, "test-conv-b", "L003"))
+	os.Remove(layout.New(f.runDir, pipeline.Shard{}).Tensor("test-conv-b", "L001"))
+	writeTensor(t, layout.New(f.runDir, pipeline.Shard{}).Tensor("test-conv-a", "L002"), []int64{1, 1, 8, 8, 8}, rand.New(rand.NewPCG(1, 1)))
+	os.Remove(layout.New(f.runDir, pipeline.Shard{}).Tensor("test-conv-a", "L003"))
+	os.Remove(layout.New(f.runDir, pipeline.Shard{}).Tensor("test-conv-b", "L003"))
 
-	e, rec := f.env(t, false, nil)
-	if err := New(f.settings(0), f.reg, rt).run(context.Background(), e); err != nil {
+	sc, rec := f.context(t, false, nil)
+	if err := run(t, context.Background(), New(f.settings(0), f.reg, rt), sc, rec); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.failures) != 2 || pipeline.ErrorClass(rec.failures["L001"][0]) != pipeline.ClassNotFound ||
-		pipeline.ErrorClass(rec.failures["L002"][0]) != pipeline.ClassInput {
+	if len(rec.failures) != 2 || rec.failures["L001"][0].ErrorClass != pipeline.ClassNotFound ||
+		rec.failures["L002"][0].ErrorClass != pipeline.ClassInput {
 		t.Errorf("failures %v", rec.failures)
 	}
 	if rec.counts["no_tensors"] != 1 {
@@ -432,8 +443,8 @@ func TestItemFailures(t *testing.T) {
 		t.Errorf("model a: %d rows, want 3", len(a))
 	}
 	// Streamed from preprocess, a lesion without tensors is a failure.
-	e, rec = f.env(t, false, []string{"L003"})
-	if err := New(f.settings(0), f.reg, rt).run(context.Background(), e); err != nil {
+	sc, rec = f.context(t, false, []string{"L003"})
+	if err := run(t, context.Background(), New(f.settings(0), f.reg, rt), sc, rec); err != nil {
 		t.Fatal(err)
 	}
 	if len(rec.failures["L003"]) != 2 {
@@ -445,7 +456,8 @@ func TestItemFailures(t *testing.T) {
 // lesions of the demo encoder demo-cnn-48 at batch 1 and 8, reported as patches/s.
 func BenchmarkStage(b *testing.B) {
 	rt := ortEnv.Require(b)
-	reg, err := models.Parse("bench.yaml", []byte(`models:
+	reg, err := models.Parse("bench.yaml", []byte(`obtain: the benchmark writes them
+models:
   - name: demo-cnn-48
     onnx: demo-cnn-48.onnx
     input: input
@@ -458,7 +470,7 @@ func BenchmarkStage(b *testing.B) {
 		b.Fatal(err)
 	}
 	f := &fixture{runDir: b.TempDir(), modelsDir: b.TempDir(), reg: reg}
-	if _, err := onnx.WriteDemoModels(f.modelsDir, reg); err != nil {
+	if _, err := encoders.WriteDemoModels(f.modelsDir, reg); err != nil {
 		b.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -466,9 +478,9 @@ func BenchmarkStage(b *testing.B) {
 	for i := 0; i < n; i++ {
 		l := tables.Lesion{LesionID: fmt.Sprintf("L%03d", i), PatientID: "P", StudyYear: -1}
 		f.lesions = append(f.lesions, l)
-		writeTensor(b, TensorPath(f.runDir, "demo-cnn-48", l.LesionID), reg.Models[0].InputShape(1), rng)
+		writeTensor(b, layout.New(f.runDir, pipeline.Shard{}).Tensor("demo-cnn-48", l.LesionID), reg.Models[0].InputShape(1), rng)
 	}
-	if err := tables.WriteLesions(filepath.Join(f.runDir, "cohort", "lesions.arrow"), f.lesions, arrow.Metadata{}); err != nil {
+	if err := tables.WriteLesions(layout.New(f.runDir, pipeline.Shard{}).Lesions(), f.lesions, arrow.Metadata{}); err != nil {
 		b.Fatal(err)
 	}
 	for _, batch := range []int{1, 8} {
@@ -476,34 +488,20 @@ func BenchmarkStage(b *testing.B) {
 			s := f.settings(batch)
 			s.Threads = 2
 			for i := 0; i < b.N; i++ {
-				e := benchEnv(f)
-				if err := New(s, reg, rt).run(context.Background(), e); err != nil {
+				sc, err := pipeline.NewContext(pipeline.ContextConfig{Stage: layout.Embed, RunDir: f.runDir, ConfigHash: "bench",
+					Workers: 2, Items: f.items()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := New(s, reg, rt).Run(context.Background(), sc); err != nil {
+					b.Fatal(err)
+				}
+				if err := sc.Close(); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "patches/s")
 		})
-	}
-}
-
-type nopBar struct{}
-
-func (nopBar) SetTotal(int64) {}
-func (nopBar) Add(int64)      {}
-
-func benchEnv(f *fixture) env {
-	return env{
-		runDir: f.runDir, dir: filepath.Join(f.runDir, "embed"), configHash: "bench", workers: 2,
-		log:  slog.New(slog.DiscardHandler),
-		fail: func(string, error) {}, count: func(string, int64) {}, progress: nopBar{}, mem: memory.DefaultAllocator,
-		items: func(ctx context.Context, all []pipeline.Item) <-chan pipeline.Item {
-			ch := make(chan pipeline.Item, len(all))
-			for _, it := range all {
-				ch <- it
-			}
-			close(ch)
-			return ch
-		},
 	}
 }
 
@@ -523,8 +521,8 @@ func TestGPUStage(t *testing.T) {
 		s := f.settings(8)
 		s.Device = dev
 		s.Threads = 0
-		e, rec := g.env(t, false, nil)
-		if err := New(s, f.reg, rt).run(context.Background(), e); err != nil {
+		sc, rec := g.context(t, false, nil)
+		if err := run(t, context.Background(), New(s, f.reg, rt), sc, rec); err != nil {
 			t.Fatalf("%s: %v", dev, err)
 		}
 		if len(rec.failures) > 0 {
@@ -558,13 +556,13 @@ func TestOutputDimCheckedAtRun(t *testing.T) {
 	reg, _ := models.Parse("test-models.yaml", []byte(onnxrttest.TestModelsYAML))
 	reg.Models = reg.Models[:1]
 	reg.Models[0].EmbeddingDim = 10 // the file computes 12
-	m := onnx.TestEncoder("test-conv-a", [5]int64{0, 1, 16, 16, 16}, 12, onnx.Seed("test-conv-a"))
+	m := encoders.TestEncoder("test-conv-a", [5]int64{0, 1, 16, 16, 16}, 12, encoders.Seed("test-conv-a"))
 	m.Graph.Outputs[0].Dims = []onnx.Dim{{Param: "N"}, {Param: "D"}}
 	if err := m.WriteFile(filepath.Join(f.modelsDir, "test-conv-a.onnx")); err != nil {
 		t.Fatal(err)
 	}
-	e, _ := f.env(t, false, nil)
-	err := New(f.settings(0), reg, rt).run(context.Background(), e)
+	sc, rec := f.context(t, false, nil)
+	err := run(t, context.Background(), New(f.settings(0), reg, rt), sc, rec)
 	if !pipeline.IsHalt(err) || !strings.Contains(err.Error(), "output shape [4 12], want [4 10]") {
 		t.Fatalf("err %v", err)
 	}
@@ -586,7 +584,7 @@ func TestPreflight(t *testing.T) {
 	if os.Getenv("CONNECTOME_HAVE_CUDA") == "" {
 		s := f.settings(0)
 		s.Device = "cuda"
-		if err := New(s, f.reg, rt).Preflight(context.Background()); !onnxrt.IsCUDAUnavailable(err) {
+		if err := New(s, f.reg, rt).Preflight(context.Background()); !errors.Is(err, onnxrt.ErrCUDAUnavailable) {
 			t.Fatalf("device cuda without CUDA: %v", err)
 		}
 		s.Device = "auto"

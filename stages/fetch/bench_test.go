@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"connectome/internal/testenv"
 	"connectome/models"
 	"connectome/pipeline"
-	"connectome/repopath/repotest"
 	"connectome/stages/preprocess"
 )
 
@@ -32,7 +32,7 @@ func BenchmarkFetchStage(b *testing.B) {
 		}
 		return reg
 	}
-	full, err := models.Load(repotest.File(b, "configs/models.yaml"))
+	full, err := models.Load(testenv.File(b, "configs/models.yaml"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func BenchmarkFetchStage(b *testing.B) {
 				if err != nil || len(c.emitted()) != len(f.lesions) {
 					b.Fatalf("run: %v, %d lesions", err, len(c.emitted()))
 				}
-				m, _, _ := pipeline.ReadMarker(runDir, "fetch")
+				m, _, _ := pipeline.ReadMarker(runDir, "fetch", pipeline.Shard{})
 				got, series, objs = m.Counts["bytes_downloaded"], m.Counts["bytes_whole_series"], m.Counts["objects_downloaded"]
 			}
 			b.ReportMetric(100*float64(got)/float64(series), "%series_bytes")

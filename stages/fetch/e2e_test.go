@@ -9,23 +9,23 @@ import (
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
-	"connectome/arrowio"
-	"connectome/dicomio"
-	"connectome/dicomio/dicomsynth"
-	"connectome/gcsobj/gcstest"
+	"connectome/internal/dicomio"
+	"connectome/internal/dicomio/dicomsynth"
+	"connectome/internal/gcp/gcptest"
+	"connectome/internal/layout"
+	"connectome/internal/tables"
+	"connectome/internal/testenv"
 	"connectome/models"
 	"connectome/pipeline"
-	"connectome/repopath/repotest"
 	"connectome/stages/fetch"
 	"connectome/stages/preprocess"
-	"connectome/tables"
 )
 
 // Fetch and the real preprocess, streaming in one segment: preprocess must find every slice
 // it reads for all 9 registry models and its QC patch, although fetch brought only a part of
 // each series. This is the check that the plan and preprocess agree.
 func TestFetchThenPreprocess(t *testing.T) {
-	root := repotest.Root(t)
+	root := testenv.Root(t)
 	reg, err := models.Load(filepath.Join(root, "configs", "models.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -67,14 +67,14 @@ func TestFetchThenPreprocess(t *testing.T) {
 		}
 	}
 	run := t.TempDir()
-	md := arrowio.Metadata("test", "idc_test", "", nil)
-	if err := tables.WriteLesions(filepath.Join(run, "cohort", "lesions.arrow"), lesions, md); err != nil {
+	md := tables.Metadata("test", "idc_test", "", nil)
+	if err := tables.WriteLesions(layout.New(run, pipeline.Shard{}).Lesions(), lesions, md); err != nil {
 		t.Fatal(err)
 	}
-	if err := tables.WriteInstances(filepath.Join(run, "cohort", "instances.arrow"), instances, md); err != nil {
+	if err := tables.WriteInstances(layout.New(run, pipeline.Shard{}).Instances(), instances, md); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := gcstest.New(objects)
+	srv, err := gcptest.New(objects)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +87,11 @@ func TestFetchThenPreprocess(t *testing.T) {
 
 	fs := fetch.DefaultSettings()
 	fs.MinFreeBytes = 0
-	cache := fetch.ResolveCacheDir(fs.CacheDir, run)
+	lay := layout.New(run, pipeline.Shard{})
 	ps := preprocess.DefaultSettings()
-	ps.DICOMDir = cache
+	ps.CacheDir = fs.CacheDir
 	r, err := pipeline.NewRunner([]pipeline.Stage{fetch.New(fs, reg, store, nil), preprocess.New(ps, reg)},
-		pipeline.Options{RunDir: run, Workers: 2})
+		pipeline.Options{RunDir: run, Workers: 2, Items: tables.LesionItems(lay.Lesions(), lay.Instances())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +103,8 @@ func TestFetchThenPreprocess(t *testing.T) {
 		fl, _ := pipeline.ReadFailures(filepath.Join(run, "failures.arrow"))
 		t.Fatalf("%d failures: %+v", sum.Failures, fl)
 	}
-	m, _, _ := pipeline.ReadMarker(run, "preprocess")
-	fm, _, _ := pipeline.ReadMarker(run, "fetch")
+	m, _, _ := pipeline.ReadMarker(run, "preprocess", pipeline.Shard{})
+	fm, _, _ := pipeline.ReadMarker(run, "fetch", pipeline.Shard{})
 	got := fm.Counts["objects_downloaded"]
 	// three lesions of ~26 slices each (the 64 mm QC crop at 2.5 mm) per 120-slice series
 	if got == 0 || got > 2*3*27 {

@@ -10,18 +10,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"connectome/gcsobj"
+	"connectome/internal/gcp"
+	"connectome/internal/layout"
+	"connectome/internal/tables"
 	"connectome/models"
 	"connectome/pipeline"
 	"connectome/stages/preprocess"
-	"connectome/tables"
 )
 
 // Version changes when the stage fetches different objects for the same input and settings.
@@ -35,7 +35,7 @@ const unknownSize = 1 << 20
 type Stage struct {
 	s       Settings
 	reg     *models.Registry
-	store   gcsobj.ObjectStore
+	store   gcp.ObjectStore
 	planner SlicePlanner
 	extra   []models.Preprocess
 
@@ -51,7 +51,7 @@ type Stage struct {
 // New returns the stage. store may be nil for source local; planner nil means PatchPlanner,
 // the exact one. Besides the models' crops it plans for preprocess.QCCrop() (see WithExtraCrops).
 // Settings are checked by Run (and by Validate, earlier, in the CLI).
-func New(s Settings, reg *models.Registry, store gcsobj.ObjectStore, planner SlicePlanner) *Stage {
+func New(s Settings, reg *models.Registry, store gcp.ObjectStore, planner SlicePlanner) *Stage {
 	if planner == nil {
 		planner = PatchPlanner{}
 	}
@@ -67,7 +67,7 @@ func (st *Stage) WithExtraCrops(crops ...models.Preprocess) *Stage {
 }
 
 // Name implements pipeline.Stage.
-func (st *Stage) Name() string { return pipeline.StageFetch }
+func (st *Stage) Name() string { return layout.Fetch }
 
 // Version implements pipeline.Stage.
 func (st *Stage) Version() string { return Version }
@@ -76,7 +76,7 @@ func (st *Stage) Version() string { return Version }
 func (st *Stage) Streams() bool { return true }
 
 // Sharding implements pipeline.ShardAware: a shard fetches its own lesions' slices.
-func (st *Stage) Sharding() pipeline.Sharding { return pipeline.ShardEach }
+func (st *Stage) Sharding() pipeline.Sharding { return layout.Sharding(layout.Fetch) }
 
 type hashedSettings struct {
 	Source     string              `yaml:"source"`
@@ -95,7 +95,7 @@ func (st *Stage) Settings() any {
 // object is one planned instance, shared by the lesions that need it.
 type object struct {
 	inst tables.Instance
-	key  gcsobj.IDCKey
+	key  gcp.IDCKey
 	path string
 	size int64 // instance_size, 0 when unknown
 	bad  error // the instance cannot be fetched (bad key); the lesions using it fail
@@ -114,51 +114,57 @@ type plan struct {
 	byKey   map[string]*object
 }
 
-func (st *Stage) makePlan(lesions []tables.Lesion, instances []tables.Instance, crops []crop, cacheDir string, log *slog.Logger) *plan {
-	bySeries := map[string][]tables.Instance{}
-	for _, in := range instances {
-		bySeries[in.SeriesInstanceUID] = append(bySeries[in.SeriesInstanceUID], in)
-	}
+func (st *Stage) makePlan(items []pipeline.Item, crops []crop, cacheDir string, log *slog.Logger) (*plan, error) {
 	p := &plan{lesions: map[string]*lesionPlan{}, byKey: map[string]*object{}}
-	for _, l := range lesions {
-		lp := &lesionPlan{lesion: l}
-		p.lesions[l.LesionID] = lp
-		p.order = append(p.order, l.LesionID)
-		series := bySeries[l.SeriesInstanceUID]
-		if len(series) == 0 {
-			lp.err = pipeline.Itemf(pipeline.ClassInput, l.LesionID, "plan: series %s has no instances in the instances table", l.SeriesInstanceUID)
-			continue
-		}
-		lp.seriesObjects = len(series)
-		for _, in := range series {
-			lp.seriesBytes += in.InstanceSize
-		}
-		sops, cropErrs, err := planLesion(st.planner, series, l, crops)
-		lp.cropErrs = cropErrs
+	for _, it := range items {
+		ls, err := tables.LesionSeriesOf(it.Payload)
 		if err != nil {
-			lp.err = pipeline.Itemf(pipeline.ClassGeometry, l.LesionID, "plan slices of series %s: %w", l.SeriesInstanceUID, err)
-			continue
+			return nil, pipeline.Haltf("plan lesion %s: %w", it.ID, err)
 		}
-		if len(cropErrs) > 0 {
-			log.Warn("lesion planned with reservations; preprocess will record any crop it cannot make", "lesion", l.LesionID, "notes", strings.Join(cropErrs, "; "))
-		}
-		bySOP := make(map[string]tables.Instance, len(series))
-		for _, in := range series {
-			bySOP[in.SOPInstanceUID] = in
-		}
-		for _, sop := range sortedKeys(sops) {
-			in := bySOP[sop]
-			id := st.objectID(in)
-			o := p.byKey[id]
-			if o == nil {
-				o = st.newObject(in, cacheDir)
-				p.byKey[id] = o
-				p.objects = append(p.objects, o)
-			}
-			lp.objects = append(lp.objects, o)
-		}
+		lp := st.planLesion(p, ls, crops, cacheDir, log)
+		p.lesions[it.ID] = lp
+		p.order = append(p.order, it.ID)
 	}
-	return p
+	return p, nil
+}
+
+// planLesion plans the objects of one lesion, sharing those another lesion already needs.
+func (st *Stage) planLesion(p *plan, ls *tables.LesionSeries, crops []crop, cacheDir string, log *slog.Logger) *lesionPlan {
+	l, series := ls.Lesion, ls.Instances
+	lp := &lesionPlan{lesion: l}
+	if len(series) == 0 {
+		lp.err = pipeline.Itemf(pipeline.ClassInput, l.LesionID, "plan: series %s has no instances in the instances table", l.SeriesInstanceUID)
+		return lp
+	}
+	lp.seriesObjects = len(series)
+	for _, in := range series {
+		lp.seriesBytes += in.InstanceSize
+	}
+	sops, cropErrs, err := planSlices(st.planner, series, l, crops)
+	lp.cropErrs = cropErrs
+	if err != nil {
+		lp.err = pipeline.Itemf(pipeline.ClassGeometry, l.LesionID, "plan slices of series %s: %w", l.SeriesInstanceUID, err)
+		return lp
+	}
+	if len(cropErrs) > 0 {
+		log.Warn("lesion planned with reservations; preprocess will record any crop it cannot make", "lesion", l.LesionID, "notes", strings.Join(cropErrs, "; "))
+	}
+	bySOP := make(map[string]tables.Instance, len(series))
+	for _, in := range series {
+		bySOP[in.SOPInstanceUID] = in
+	}
+	for _, sop := range sortedKeys(sops) {
+		in := bySOP[sop]
+		id := st.objectID(in)
+		o := p.byKey[id]
+		if o == nil {
+			o = st.newObject(in, cacheDir)
+			p.byKey[id] = o
+			p.objects = append(p.objects, o)
+		}
+		lp.objects = append(lp.objects, o)
+	}
+	return lp
 }
 
 // objectID identifies an instance across lesions.
@@ -178,7 +184,7 @@ func (st *Stage) newObject(in tables.Instance, cacheDir string) *object {
 		}
 		return o
 	}
-	k, err := gcsobj.ParseIDCURL(in.GCSURL)
+	k, err := gcp.ParseIDCURL(in.GCSURL)
 	switch {
 	case err != nil:
 		o.bad = fmt.Errorf("instance %s: %w", in.SOPInstanceUID, err)
@@ -186,7 +192,9 @@ func (st *Stage) newObject(in tables.Instance, cacheDir string) *object {
 		o.bad = fmt.Errorf("instance %s: gcs_url %s does not match crdc uuids %s/%s", in.SOPInstanceUID, in.GCSURL, in.CRDCSeriesUUID, in.CRDCInstanceUUID)
 	default:
 		o.key = k
-		o.path, o.bad = CachePath(cacheDir, in)
+		if o.path, o.bad = layout.DICOMObject(cacheDir, in.CRDCSeriesUUID, in.CRDCInstanceUUID); o.bad != nil {
+			o.bad = fmt.Errorf("instance %s: %w", in.SOPInstanceUID, o.bad)
+		}
 	}
 	return o
 }
@@ -210,34 +218,32 @@ func (o *object) finish(err error) {
 // Run implements pipeline.Stage.
 func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 	if err := st.s.Validate(); err != nil {
-		return pipeline.Haltf("%w", err)
-	}
-	log := sc.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+		return pipeline.Halt(err)
 	}
 	specs, err := st.reg.Select(st.s.Models)
 	if err != nil {
-		return pipeline.Haltf("fetch.models: %w", err)
+		return pipeline.Haltf("select the models to plan for: %w", err)
 	}
-	lesions, _, err := tables.ReadLesions(filepath.Join(sc.RunDir, pipeline.StageCohort, "lesions.arrow"))
-	if err != nil {
-		return pipeline.Haltf("read lesions: %w", err)
-	}
-	lesions = pipeline.ShardOf(lesions, func(l tables.Lesion) string { return l.LesionID }, sc.Shard)
-	instances, _, err := tables.ReadInstances(filepath.Join(sc.RunDir, pipeline.StageCohort, "instances.arrow"))
-	if err != nil {
-		return pipeline.Haltf("read instances: %w", err)
-	}
-	cacheDir := ResolveCacheDir(st.s.CacheDir, sc.RunDir)
-
+	cacheDir := layout.New(sc.RunDir, sc.Shard).DICOMCache(st.s.CacheDir)
 	start := time.Now()
-	p := st.makePlan(lesions, instances, cropsOf(specs, st.extra), cacheDir, log)
-	st.reportPlan(p, sc, log, time.Since(start))
+	p, err := st.makePlan(sc.AllItems(), cropsOf(specs, st.extra), cacheDir, sc.Log)
+	if err != nil {
+		return err
+	}
+	st.reportPlan(p, sc, sc.Log, time.Since(start))
+	if err := st.checkCache(p, sc, cacheDir); err != nil {
+		return err
+	}
+	return st.stream(ctx, sc, p)
+}
 
+// checkCache marks the objects that are already there (or cannot be fetched) as finished and,
+// for a download, prepares the cache: stale temp files removed, enough free disk.
+func (st *Stage) checkCache(p *plan, sc *pipeline.Context, cacheDir string) error {
+	log := sc.Log
 	if st.s.Source == SourceGCS {
 		if st.store == nil {
-			return pipeline.Haltf("fetch: source gcs needs a storage client")
+			return pipeline.Haltf("fetch from Cloud Storage: no storage client")
 		}
 		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 			return pipeline.Haltf("create DICOM cache %s: %w", cacheDir, err)
@@ -269,24 +275,22 @@ func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 			o.finish(nil)
 		default:
 			missing++
-			if o.size > 0 {
-				missingBytes += o.size
-			} else {
+			missingBytes += max(o.size, 0)
+			if o.size <= 0 {
 				missingBytes += unknownSize
 			}
 		}
 	}
-	if st.s.Source == SourceGCS {
-		sc.Count("objects_cached", int64(cached))
-		log.Info("fetch: cache checked", "cache_dir", cacheDir, "to_download", missing, "to_download_bytes", missingBytes,
-			"already_cached", cached)
-		if missing > 0 {
-			if err := st.checkDisk(cacheDir, missingBytes); err != nil {
-				return err
-			}
-		}
+	if st.s.Source != SourceGCS {
+		return nil
 	}
-	return st.stream(ctx, sc, p, log)
+	sc.Count("objects_cached", int64(cached))
+	log.Info("fetch: cache checked", "cache_dir", cacheDir, "to_download", missing, "to_download_bytes", missingBytes,
+		"already_cached", cached)
+	if missing == 0 {
+		return nil
+	}
+	return st.checkDisk(cacheDir, missingBytes)
 }
 
 func (st *Stage) reportPlan(p *plan, sc *pipeline.Context, log *slog.Logger, took time.Duration) {
@@ -362,97 +366,52 @@ func human(b uint64) string {
 	return fmt.Sprintf("%.1f %ciB (%d bytes)", float64(b)/float64(div), "KMGTPE"[exp], b)
 }
 
-// stream downloads the objects of each lesion as the lesions arrive, Concurrency at a time,
-// and hands a lesion on when all its objects are in the cache.
-func (st *Stage) stream(parent context.Context, sc *pipeline.Context, p *plan, log *slog.Logger) error {
-	ctx, cancel := context.WithCancelCause(parent)
-	defer cancel(nil)
+// stream hands each lesion on once all its objects are in the cache. The objects of the lesions
+// in progress download Concurrency at a time; an object two lesions share downloads once.
+func (st *Stage) stream(ctx context.Context, sc *pipeline.Context, p *plan) error {
 	timeout, _ := st.s.objectTimeout()
-	var retries atomic.Int64
-	dl := &gcsobj.Downloader{Store: st.store, Retries: st.s.Retries, Timeout: timeout,
+	var retries, emitted atomic.Int64
+	dl := &gcp.Downloader{Store: st.store, Retries: st.s.Retries, Timeout: timeout,
 		BackoffBase: st.backoffBase, BackoffMax: st.backoffMax,
 		OnRetry: func(bucket, key string, attempt int, err error) {
 			retries.Add(1)
-			log.Debug("retrying object", "object", "gs://"+bucket+"/"+key, "attempt", attempt, "err", err)
+			sc.Log.Debug("retrying object", "object", "gs://"+bucket+"/"+key, "attempt", attempt, "err", err)
 		}}
-
-	jobs := make(chan *object)
-	var workers sync.WaitGroup
-	for range st.s.Concurrency {
-		workers.Go(func() {
-			for o := range jobs {
-				st.download(ctx, cancel, sc, dl, o)
-			}
-		})
-	}
-
-	all := make([]pipeline.Item, len(p.order))
-	for i, id := range p.order {
-		all[i] = pipeline.Item{ID: id}
-	}
-	bar := sc.Progress(int64(len(all)))
-	var waiters sync.WaitGroup
-	var emitted atomic.Int64
-	in := sc.Items(ctx, all)
-	handled := map[string]bool{}
-dispatch:
-	for {
-		var it pipeline.Item
-		var ok bool
-		select {
-		case it, ok = <-in:
-			if !ok {
-				break dispatch
-			}
-		case <-ctx.Done():
-			break dispatch
-		}
-		if handled[it.ID] {
-			continue // an item delivered twice is fetched and handed on once
-		}
-		handled[it.ID] = true
+	slots := make(chan struct{}, st.s.Concurrency)
+	var downloads sync.WaitGroup
+	err := sc.Each(ctx, st.s.Concurrency, func(ctx context.Context, it pipeline.Item) error {
 		lp := p.lesions[it.ID]
-		switch {
-		case lp == nil:
-			sc.Fail(it.ID, pipeline.Itemf(pipeline.ClassInput, it.ID, "lesion is not in cohort/lesions.arrow"))
-			bar.Add(1)
-			continue
-		case lp.err != nil:
-			sc.Fail(it.ID, lp.err)
-			bar.Add(1)
-			continue
+		if lp == nil {
+			return pipeline.Itemf(pipeline.ClassInput, it.ID, "lesion was not planned: it is not among this run's lesions")
+		}
+		if lp.err != nil {
+			return lp.err
 		}
 		for _, o := range lp.objects {
-			if !o.queued.CompareAndSwap(false, true) || st.s.Source == SourceLocal || o.cached || o.bad != nil {
-				continue
-			}
-			select {
-			case jobs <- o:
-			case <-ctx.Done():
-				break dispatch
+			if o.queued.CompareAndSwap(false, true) && st.s.Source != SourceLocal && !o.cached && o.bad == nil {
+				downloads.Go(func() { st.download(ctx, sc, dl, slots, o) })
 			}
 		}
-		waiters.Go(func() {
-			if st.finishLesion(ctx, sc, lp, log) {
-				emitted.Add(1)
-			}
-			bar.Add(1)
-		})
-	}
-	close(jobs)
-	workers.Wait()
-	waiters.Wait()
+		if err := st.waitLesion(ctx, lp); err != nil {
+			return err
+		}
+		emitted.Add(1)
+		sc.Log.Debug("lesion fetched", "lesion", it.ID, "objects", len(lp.objects))
+		return nil
+	})
+	downloads.Wait()
 	sc.Count("lesions", emitted.Load())
 	sc.Count("retries", retries.Load())
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	return nil
+	return err
 }
 
-// download fetches one object and records the outcome; a local disk failure halts the run.
-func (st *Stage) download(ctx context.Context, cancel context.CancelCauseFunc, sc *pipeline.Context, dl *gcsobj.Downloader, o *object) {
-	if ctx.Err() != nil {
+// download fetches one object, taking one of the slots, and records the outcome. A local disk
+// failure becomes a halt, which the lesions waiting for the object return.
+func (st *Stage) download(ctx context.Context, sc *pipeline.Context, dl *gcp.Downloader, slots chan struct{}, o *object) {
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	case <-ctx.Done():
 		o.finish(context.Cause(ctx))
 		return
 	}
@@ -463,64 +422,58 @@ func (st *Stage) download(ctx context.Context, cancel context.CancelCauseFunc, s
 		o.finish(nil)
 		return
 	}
-	var de *gcsobj.Error
-	if errors.As(err, &de) && de.Kind == gcsobj.KindDisk {
-		if gcsobj.IsDiskFull(err) {
-			cancel(pipeline.Haltf("DICOM cache is full: %w", err))
+	var de *gcp.Error
+	if errors.As(err, &de) && de.Kind == gcp.KindDisk {
+		if gcp.IsDiskFull(err) {
+			err = pipeline.Haltf("DICOM cache is full: %w", err)
 		} else {
-			cancel(pipeline.Haltf("write DICOM cache: %w", err))
+			err = pipeline.Haltf("write DICOM cache: %w", err)
 		}
 	}
 	o.finish(err)
 }
 
-// finishLesion waits for the lesion's objects and emits it, or records why it failed. It
-// reports whether the lesion was emitted.
-func (st *Stage) finishLesion(ctx context.Context, sc *pipeline.Context, lp *lesionPlan, log *slog.Logger) bool {
-	id := lp.lesion.LesionID
+// waitLesion waits for the lesion's objects: nil when all are there, the item error that
+// names the failed ones, a halt, or the cancellation cause.
+func (st *Stage) waitLesion(ctx context.Context, lp *lesionPlan) error {
 	var failed []*object
 	for _, o := range lp.objects {
 		select {
 		case <-o.done:
 		case <-ctx.Done():
-			return false
+			return context.Cause(ctx)
+		}
+		if pipeline.IsHalt(o.err) {
+			return o.err
 		}
 		if o.err != nil {
 			failed = append(failed, o)
 		}
 	}
-	if ctx.Err() != nil {
-		return false
-	}
 	if len(failed) > 0 {
-		sc.Fail(id, itemError(id, lp, failed))
-		return false
+		return itemError(lp.lesion.LesionID, lp, failed)
 	}
-	if err := sc.Emit(ctx, pipeline.Item{ID: id}); err != nil {
-		return false
-	}
-	log.Debug("lesion fetched", "lesion", id, "objects", len(lp.objects))
-	return true
+	return nil
 }
 
 // itemError describes a lesion's failed objects, classed by the first failure.
 func itemError(id string, lp *lesionPlan, failed []*object) *pipeline.ItemError {
 	first := failed[0]
 	class := pipeline.ClassNetwork
-	var de *gcsobj.Error
+	var de *gcp.Error
 	switch {
 	case first.bad != nil:
 		class = pipeline.ClassInput
 	case errors.Is(first.err, os.ErrNotExist):
 		class = pipeline.ClassNotFound
 	case errors.As(first.err, &de):
-		class = map[gcsobj.Kind]string{
-			gcsobj.KindNotFound: pipeline.ClassNotFound,
-			gcsobj.KindChecksum: pipeline.ClassChecksum,
-			gcsobj.KindTimeout:  pipeline.ClassTimeout,
-			gcsobj.KindNetwork:  pipeline.ClassNetwork,
-			gcsobj.KindInput:    pipeline.ClassInput,
-			gcsobj.KindDisk:     pipeline.ClassUnknown,
+		class = map[gcp.Kind]string{
+			gcp.KindNotFound: pipeline.ClassNotFound,
+			gcp.KindChecksum: pipeline.ClassChecksum,
+			gcp.KindTimeout:  pipeline.ClassTimeout,
+			gcp.KindNetwork:  pipeline.ClassNetwork,
+			gcp.KindInput:    pipeline.ClassInput,
+			gcp.KindDisk:     pipeline.ClassUnknown,
 		}[de.Kind]
 	}
 	more := ""

@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"connectome/gcsobj/gcstest"
+	"connectome/internal/gcp/gcptest"
+	"connectome/internal/layout"
+	"connectome/internal/tables"
 	"connectome/models"
 	"connectome/pipeline"
 	"connectome/stages/preprocess"
-	"connectome/tables"
 )
 
 // plannedKeys is the union of the exact planner's slices over the test models, per lesion.
@@ -33,7 +34,7 @@ func plannedKeys(t *testing.T, f *fixture) map[string][]string {
 	}
 	out := map[string][]string{}
 	for _, l := range f.lesions {
-		sops, _, err := planLesion(PatchPlanner{}, bySeries[l.SeriesInstanceUID], l, cropsOf(specs, []models.Preprocess{preprocess.QCCrop()}))
+		sops, _, err := planSlices(PatchPlanner{}, bySeries[l.SeriesInstanceUID], l, cropsOf(specs, []models.Preprocess{preprocess.QCCrop()}))
 		if err != nil {
 			t.Fatalf("plan %s: %v", l.LesionID, err)
 		}
@@ -82,7 +83,7 @@ func TestFetchPlansAndDownloadsOnlyTheCrops(t *testing.T) {
 			t.Errorf("planned object %s not in cache: %v", k, err)
 		}
 	}
-	m, ok, err := pipeline.ReadMarker(runDir, "fetch")
+	m, ok, err := pipeline.ReadMarker(runDir, "fetch", pipeline.Shard{})
 	if err != nil || !ok {
 		t.Fatalf("marker: %v %v", ok, err)
 	}
@@ -121,16 +122,16 @@ func TestFetchFaults(t *testing.T) {
 	victim := func(lesion string) string { return want[lesion][len(want[lesion])/2] }
 	missing := victim("L006")
 	env := newTestEnv(t, f, map[string]bool{missing: true})
-	A := func(a ...gcstest.Action) []gcstest.Action { return a }
-	faults := map[string]gcstest.Fault{
-		"L000": {Seq: A(gcstest.Status503, gcstest.Status503, gcstest.Status503)},          // recovers
-		"L001": {Seq: A(gcstest.ResetBody)},                                                // recovers
-		"L002": {Seq: A(gcstest.Truncate)},                                                 // recovers
-		"L003": {Seq: A(gcstest.Corrupt)},                                                  // recovers
-		"L004": {Then: gcstest.Corrupt},                                                    // checksum
-		"L005": {Then: gcstest.Status503},                                                  // network
-		"L007": {Then: gcstest.Stall},                                                      // timeout
-		"L008": {Seq: A(gcstest.Status429, gcstest.StallBody, gcstest.Status500), Then: 0}, // recovers
+	A := func(a ...gcptest.Action) []gcptest.Action { return a }
+	faults := map[string]gcptest.Fault{
+		"L000": {Seq: A(gcptest.Status503, gcptest.Status503, gcptest.Status503)},          // recovers
+		"L001": {Seq: A(gcptest.ResetBody)},                                                // recovers
+		"L002": {Seq: A(gcptest.Truncate)},                                                 // recovers
+		"L003": {Seq: A(gcptest.Corrupt)},                                                  // recovers
+		"L004": {Then: gcptest.Corrupt},                                                    // checksum
+		"L005": {Then: gcptest.Status503},                                                  // network
+		"L007": {Then: gcptest.Stall},                                                      // timeout
+		"L008": {Seq: A(gcptest.Status429, gcptest.StallBody, gcptest.Status500), Then: 0}, // recovers
 	}
 	for l, fl := range faults {
 		env.srv.SetFault(victim(l), fl)
@@ -236,7 +237,7 @@ func TestFetchCancelAndResume(t *testing.T) {
 	if have == 0 || have >= planned {
 		t.Fatalf("after the cancel %d of %d objects are cached; want some but not all", have, planned)
 	}
-	if _, ok, _ := pipeline.ReadMarker(runDir, "fetch"); ok {
+	if _, ok, _ := pipeline.ReadMarker(runDir, "fetch", pipeline.Shard{}); ok {
 		t.Fatal("an interrupted fetch wrote its marker")
 	}
 
@@ -254,7 +255,7 @@ func TestFetchCancelAndResume(t *testing.T) {
 	if n := scanCache(t, cache, f.content, false); n != planned {
 		t.Errorf("%d objects cached after resume, want %d", n, planned)
 	}
-	m, _, _ := pipeline.ReadMarker(runDir, "fetch")
+	m, _, _ := pipeline.ReadMarker(runDir, "fetch", pipeline.Shard{})
 	if m.Counts["objects_cached"] != int64(have) || m.Counts["objects_downloaded"] != int64(planned-have) {
 		t.Errorf("resume counts %v, want %d cached and %d downloaded", m.Counts, have, planned-have)
 	}
@@ -368,7 +369,7 @@ func TestFetchStreamsLesionsEarly(t *testing.T) {
 	env := newTestEnv(t, f, nil)
 	want := plannedKeys(t, f)
 	env.srv.StallFor = 1500 * time.Millisecond
-	env.srv.SetFault(want["L001"][0], gcstest.Fault{Seq: []gcstest.Action{gcstest.Stall}})
+	env.srv.SetFault(want["L001"][0], gcptest.Fault{Seq: []gcptest.Action{gcptest.Stall}})
 	runDir, cache := t.TempDir(), t.TempDir()
 	f.write(t, runDir)
 	s := testSettings(cache)
@@ -387,7 +388,7 @@ func TestFetchStreamsLesionsEarly(t *testing.T) {
 			}
 		}
 	}
-	r, err := pipeline.NewRunner([]pipeline.Stage{st, c}, pipeline.Options{RunDir: runDir})
+	r, err := pipeline.NewRunner([]pipeline.Stage{st, c}, pipeline.Options{RunDir: runDir, Items: tables.LesionItems(layout.New(runDir, pipeline.Shard{}).Lesions(), layout.New(runDir, pipeline.Shard{}).Instances())})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,13 +14,13 @@ import (
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
-	"connectome/arrowio"
-	"connectome/atomicfile"
-	"connectome/gcsobj"
-	"connectome/gcsobj/gcstest"
+	"connectome/internal/atomicfile"
+	"connectome/internal/gcp"
+	"connectome/internal/gcp/gcptest"
+	"connectome/internal/layout"
+	"connectome/internal/tables"
 	"connectome/models"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 // The bucket is deliberately not IDC's: the stage must take it from gcs_url.
@@ -28,7 +28,8 @@ const testBucket = "test-idc-mirror"
 
 // testModels: two crops of the registry's kinds, a 48 mm cube at 1 mm and CT-CLIP's
 // 60 voxels at 0.75 mm along S.
-const testModels = `models:
+const testModels = `obtain: the tests write these generated encoders
+models:
   - name: cube48
     onnx: a.onnx
     input: input
@@ -113,11 +114,11 @@ func buildFixture(specs []seriesSpec, seeds [][2]float64) *fixture {
 
 func (f *fixture) write(t testing.TB, runDir string) {
 	t.Helper()
-	md := arrowio.Metadata("test", "idc_test", "", nil)
-	if err := tables.WriteLesions(filepath.Join(runDir, "cohort", "lesions.arrow"), f.lesions, md); err != nil {
+	md := tables.Metadata("test", "idc_test", "", nil)
+	if err := tables.WriteLesions(layout.New(runDir, pipeline.Shard{}).Lesions(), f.lesions, md); err != nil {
 		t.Fatal(err)
 	}
-	if err := tables.WriteInstances(filepath.Join(runDir, "cohort", "instances.arrow"), f.instances, md); err != nil {
+	if err := tables.WriteInstances(layout.New(runDir, pipeline.Shard{}).Instances(), f.instances, md); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -143,7 +144,7 @@ type collector struct {
 	seen func(id string)
 }
 
-func (c *collector) Name() string    { return pipeline.StagePreprocess }
+func (c *collector) Name() string    { return layout.Preprocess }
 func (c *collector) Version() string { return "test" }
 func (c *collector) Settings() any   { return nil }
 func (c *collector) Streams() bool   { return true }
@@ -153,26 +154,26 @@ func (c *collector) emitted() []string {
 	return append([]string(nil), c.ids...)
 }
 func (c *collector) Run(ctx context.Context, sc *pipeline.Context) error {
-	for it := range sc.Items(ctx, nil) {
+	return sc.Each(ctx, 1, func(ctx context.Context, it pipeline.Item) error {
 		if c.seen != nil {
 			c.seen(it.ID)
 		}
 		c.mu.Lock()
 		c.ids = append(c.ids, it.ID)
 		c.mu.Unlock()
-	}
-	return ctx.Err()
+		return nil
+	})
 }
 
 // testEnv is a fake GCS loaded with a fixture and a client on it.
 type testEnv struct {
-	srv   *gcstest.Server
-	store gcsobj.ObjectStore
+	srv   *gcptest.Server
+	store gcp.ObjectStore
 }
 
 func newTestEnv(t testing.TB, f *fixture, skip map[string]bool) *testEnv {
 	t.Helper()
-	srv, err := gcstest.New(f.objects(skip))
+	srv, err := gcptest.New(f.objects(skip))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func testSettings(cacheDir string) Settings {
 	return s
 }
 
-func newTestStage(s Settings, reg *models.Registry, store gcsobj.ObjectStore, pl SlicePlanner) *Stage {
+func newTestStage(s Settings, reg *models.Registry, store gcp.ObjectStore, pl SlicePlanner) *Stage {
 	st := New(s, reg, store, pl)
 	st.backoffBase, st.backoffMax = time.Millisecond, 10*time.Millisecond
 	return st
@@ -206,7 +207,7 @@ func newTestStage(s Settings, reg *models.Registry, store gcsobj.ObjectStore, pl
 func runFetch(ctx context.Context, t testing.TB, runDir string, st *Stage, resume bool) (*collector, error) {
 	t.Helper()
 	c := &collector{}
-	r, err := pipeline.NewRunner([]pipeline.Stage{st, c}, pipeline.Options{RunDir: runDir, Resume: resume})
+	r, err := pipeline.NewRunner([]pipeline.Stage{st, c}, pipeline.Options{RunDir: runDir, Resume: resume, Items: tables.LesionItems(layout.New(runDir, pipeline.Shard{}).Lesions(), layout.New(runDir, pipeline.Shard{}).Instances())})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,11 +8,11 @@ import (
 	"slices"
 	"testing"
 
+	"connectome/internal/patch"
+	"connectome/internal/tables"
+	"connectome/internal/testenv"
 	"connectome/models"
-	"connectome/patch"
-	"connectome/repopath/repotest"
 	"connectome/stages/preprocess"
-	"connectome/tables"
 )
 
 // axialSeries is n slices at spacing mm, listed in random order; flip reverses the slice
@@ -37,7 +37,7 @@ func axialSeries(r *rand.Rand, n int, spacing, z0 float64, flip bool) []tables.I
 // The conservative window must contain the exact input box for every model, on every
 // geometry and seed, or the fallback would fetch too little.
 func TestWindowPlannerContainsExact(t *testing.T) {
-	reg, err := models.Load(repotest.File(t, "configs/models.yaml"))
+	reg, err := models.Load(testenv.File(t, "configs/models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,10 +115,10 @@ func TestPatchPlannerSize(t *testing.T) {
 		t.Errorf("slices %.1f..%.1f do not cover the seed %.1f ± 24 mm", zs[0], zs[len(zs)-1], seed[2])
 	}
 
-	full, _ := models.Load(repotest.File(t, "configs/models.yaml"))
+	full, _ := models.Load(testenv.File(t, "configs/models.yaml"))
 	specs, _ := full.Select(nil)
 	les := tables.Lesion{LesionID: "x", CenterMM: seed}
-	sops, modelErrs, err := planLesion(PatchPlanner{}, series, les, cropsOf(specs, []models.Preprocess{preprocess.QCCrop()}))
+	sops, modelErrs, err := planSlices(PatchPlanner{}, series, les, cropsOf(specs, []models.Preprocess{preprocess.QCCrop()}))
 	if err != nil || len(modelErrs) > 0 {
 		t.Fatal(err, modelErrs)
 	}
@@ -132,12 +132,12 @@ func TestPlanLesionSeedOutside(t *testing.T) {
 	series := axialSeries(r, 50, 2.5, 0, false)
 	specs, _ := testRegistry(t).Select(nil)
 	// far outside along z: every model's window is empty
-	_, errs, err := planLesion(PatchPlanner{}, series, tables.Lesion{CenterMM: [3]float64{0, 0, 900}}, cropsOf(specs, nil))
+	_, errs, err := planSlices(PatchPlanner{}, series, tables.Lesion{CenterMM: [3]float64{0, 0, 900}}, cropsOf(specs, nil))
 	if !errors.Is(err, patch.ErrSeedOutside) || len(errs) != 2 {
 		t.Errorf("err = %v (%d model errors), want seed outside for both", err, len(errs))
 	}
 	// a series of one slice has no geometry
-	_, _, err = planLesion(PatchPlanner{}, series[:1], tables.Lesion{}, cropsOf(specs, nil))
+	_, _, err = planSlices(PatchPlanner{}, series[:1], tables.Lesion{}, cropsOf(specs, nil))
 	if err == nil {
 		t.Error("one-slice series planned")
 	}
@@ -149,11 +149,11 @@ func TestSettingsValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := map[string]func(*Settings){
-		"fetch.source":         func(s *Settings) { s.Source = "s3" },
-		"fetch.concurrency":    func(s *Settings) { s.Concurrency = 0 },
-		"fetch.retries":        func(s *Settings) { s.Retries = -1 },
-		"fetch.object_timeout": func(s *Settings) { s.ObjectTimeout = "soon" },
-		"fetch.min_free_bytes": func(s *Settings) { s.MinFreeBytes = -5 },
+		"source ":         func(s *Settings) { s.Source = "s3" },
+		"concurrency ":    func(s *Settings) { s.Concurrency = 0 },
+		"retries ":        func(s *Settings) { s.Retries = -1 },
+		"object_timeout ": func(s *Settings) { s.ObjectTimeout = "soon" },
+		"min_free_bytes ": func(s *Settings) { s.MinFreeBytes = -5 },
 	}
 	for want, mut := range cases {
 		s := DefaultSettings()
@@ -169,21 +169,6 @@ func TestSettingsValidate(t *testing.T) {
 	}
 }
 
-func TestCachePath(t *testing.T) {
-	in := tables.Instance{CRDCSeriesUUID: "11111111-2222-3333-4444-555555555555", CRDCInstanceUUID: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"}
-	p, err := CachePath("/c", in)
-	if err != nil || p != "/c/11111111-2222-3333-4444-555555555555/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee.dcm" {
-		t.Errorf("CachePath = %q, %v", p, err)
-	}
-	in.CRDCInstanceUUID = "../../../../../../../etc/passwd"
-	if _, err := CachePath("/c", in); err == nil {
-		t.Error("path escape accepted")
-	}
-	if got := ResolveCacheDir("", "/run"); got != "/run/dicom" {
-		t.Errorf("default cache dir %q", got)
-	}
-}
-
 // Without geometry in the table the whole series is planned: preprocess reads every header.
 func TestPlanLesionWithoutGeometry(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
@@ -192,7 +177,7 @@ func TestPlanLesionWithoutGeometry(t *testing.T) {
 		series[i].Rows, series[i].Columns, series[i].PixelSpacing = 0, 0, [2]float64{}
 	}
 	specs, _ := testRegistry(t).Select(nil)
-	sops, notes, err := planLesion(PatchPlanner{}, series, tables.Lesion{CenterMM: [3]float64{0, 0, 50}}, cropsOf(specs, nil))
+	sops, notes, err := planSlices(PatchPlanner{}, series, tables.Lesion{CenterMM: [3]float64{0, 0, 50}}, cropsOf(specs, nil))
 	if err != nil || len(sops) != 40 || len(notes) != 1 {
 		t.Errorf("got %d slices, notes %v, err %v; want the whole series of 40", len(sops), notes, err)
 	}

@@ -3,11 +3,9 @@ package fetch
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
-	"connectome/gcsobj"
-	"connectome/tables"
+	"connectome/internal/gcp"
 )
 
 // Sources of the DICOM files.
@@ -59,19 +57,19 @@ func (s Settings) Validate() error {
 	switch s.Source {
 	case SourceGCS, SourceLocal:
 	default:
-		return fmt.Errorf("fetch.source %q: want %s or %s", s.Source, SourceGCS, SourceLocal)
+		return fmt.Errorf("source %q: want %s or %s", s.Source, SourceGCS, SourceLocal)
 	}
 	if s.Concurrency < 1 || s.Concurrency > 1024 {
-		return fmt.Errorf("fetch.concurrency %d: want 1..1024", s.Concurrency)
+		return fmt.Errorf("concurrency %d: want 1..1024", s.Concurrency)
 	}
 	if s.Retries < 0 || s.Retries > 100 {
-		return fmt.Errorf("fetch.retries %d: want 0..100", s.Retries)
+		return fmt.Errorf("retries %d: want 0..100", s.Retries)
 	}
 	if _, err := s.objectTimeout(); err != nil {
 		return err
 	}
 	if s.MinFreeBytes < 0 {
-		return fmt.Errorf("fetch.min_free_bytes %d: want >= 0", s.MinFreeBytes)
+		return fmt.Errorf("min_free_bytes %d: want >= 0", s.MinFreeBytes)
 	}
 	return nil
 }
@@ -79,46 +77,16 @@ func (s Settings) Validate() error {
 func (s Settings) objectTimeout() (time.Duration, error) {
 	d, err := time.ParseDuration(s.ObjectTimeout)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("fetch.object_timeout %q: want a positive duration such as 60s", s.ObjectTimeout)
+		return 0, fmt.Errorf("object_timeout %q: want a positive duration such as 60s", s.ObjectTimeout)
 	}
 	return d, nil
 }
 
-// ResolveCacheDir is the DICOM cache directory of a run: CacheDir, or <runDir>/dicom.
-// Preprocess reads the files from the same place.
-func ResolveCacheDir(cacheDir, runDir string) string {
-	if cacheDir == "" {
-		return filepath.Join(runDir, "dicom")
-	}
-	return cacheDir
-}
-
-// CachePath is where inst lives in the cache: <cacheDir>/<crdc_series_uuid>/<crdc_instance_uuid>.dcm.
-// The uuids are checked first, so that a table value can never point outside the cache.
-func CachePath(cacheDir string, inst tables.Instance) (string, error) {
-	if !gcsobj.ValidUUID(inst.CRDCSeriesUUID) || !gcsobj.ValidUUID(inst.CRDCInstanceUUID) {
-		return "", fmt.Errorf("instance %s: crdc uuids %q/%q are not uuids", inst.SOPInstanceUID, inst.CRDCSeriesUUID, inst.CRDCInstanceUUID)
-	}
-	return filepath.Join(cacheDir, inst.CRDCSeriesUUID, inst.CRDCInstanceUUID+".dcm"), nil
-}
-
-// InstancePath is where preprocess finds inst for the given source: its local_path for
-// source local, else its cache path.
-func InstancePath(source, cacheDir string, inst tables.Instance) (string, error) {
-	if source == SourceLocal {
-		if inst.LocalPath == "" {
-			return "", fmt.Errorf("instance %s: no local_path", inst.SOPInstanceUID)
-		}
-		return inst.LocalPath, nil
-	}
-	return CachePath(cacheDir, inst)
-}
-
-// ObjectStore is the storage client fetch downloads with (see package gcsobj).
-type ObjectStore = gcsobj.ObjectStore
+// ObjectStore is the storage client fetch downloads with (see internal/gcp).
+type ObjectStore = gcp.ObjectStore
 
 // NewGCSClient returns the anonymous Cloud Storage client for fetch.endpoint ("" = Cloud
 // Storage, or STORAGE_EMULATOR_HOST when set).
 func NewGCSClient(ctx context.Context, endpoint string) (ObjectStore, error) {
-	return gcsobj.NewGCSClient(ctx, endpoint)
+	return gcp.NewGCSClient(ctx, endpoint)
 }

@@ -9,7 +9,7 @@ import (
 	"sort"
 	"time"
 
-	"connectome/atomicfile"
+	"connectome/internal/atomicfile"
 )
 
 // defaultStaleTempAge is how old a temp file in the cache must be before fetch removes it.

@@ -88,7 +88,7 @@ func TestFetchRemovesStaleTemps(t *testing.T) {
 	if n := env.srv.TotalRequests(); n != 0 || len(c.emitted()) != 1 {
 		t.Errorf("second run: %d requests, %d lesions; want 0 and 1", n, len(c.emitted()))
 	}
-	m, ok, err := pipeline.ReadMarker(runDir2, "fetch")
+	m, ok, err := pipeline.ReadMarker(runDir2, "fetch", pipeline.Shard{})
 	if err != nil || !ok {
 		t.Fatalf("marker: %v %v", ok, err)
 	}

@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"connectome/dicomio"
-	"connectome/dicomio/dicomsynth"
+	"connectome/internal/dicomio"
+	"connectome/internal/dicomio/dicomsynth"
+	"connectome/internal/patch"
+	"connectome/internal/testenv"
 	"connectome/models"
-	"connectome/patch"
-	"connectome/repopath/repotest"
 	"connectome/stages/preprocess"
 )
 
@@ -66,7 +66,7 @@ func benchSeeds(n int) [][3]float64 {
 }
 
 func benchSpecs(tb testing.TB) []*models.Spec {
-	reg, err := models.Load(repotest.File(tb, "configs", "models.yaml"))
+	reg, err := models.Load(testenv.File(tb, "configs", "models.yaml"))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -283,7 +283,9 @@ func TestBenchDriver(t *testing.T) {
 		for _, pl := range pr.Plans {
 			s, ok := done[pl.Prep.Pixdim]
 			if !ok {
-				s = patch.ResampleWhole(pl.Grid, full)
+				if s, err = patch.SamplePerVoxel(pl.Grid, full, [3]int{}, pl.Grid.M); err != nil {
+					t.Fatal(err)
+				}
 				done[pl.Prep.Pixdim] = s
 				voxels += int64(len(s.Data))
 			}

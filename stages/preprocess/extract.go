@@ -3,9 +3,9 @@ package preprocess
 import (
 	"math"
 
-	"connectome/dicomio"
+	"connectome/internal/dicomio"
+	"connectome/internal/patch"
 	"connectome/models"
-	"connectome/patch"
 )
 
 // Lesion is the stage's work for one seed: the model tensors plus the QC patch and the mean HU

@@ -15,28 +15,29 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
-	"connectome/arrowio"
-	"connectome/atomicfile"
-	"connectome/dicomio"
+	"connectome/internal/atomicfile"
+	"connectome/internal/dicomio"
+	"connectome/internal/layout"
+	"connectome/internal/patch"
+	"connectome/internal/tables"
 	"connectome/models"
-	"connectome/npy"
-	"connectome/patch"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 // Settings configure the stage.
 type Settings struct {
 	Models  []string `yaml:"models" json:"models"`   // model names; empty = every model of the registry
 	Workers int      `yaml:"workers" json:"workers"` // lesions in parallel; 0 = the run's default
-	QC      bool     `yaml:"qc" json:"qc"`           // write qc/<lesion_id>.png
+	QC      bool     `yaml:"qc" json:"qc"`           // write a QC preview of each lesion
 
 	PipelineVersion string `yaml:"-" json:"-"`
 	IDCVersion      string `yaml:"-" json:"-"`
-	// DICOMDir is the DICOM cache root: <DICOMDir>/<crdc_series_uuid>/<crdc_instance_uuid>.dcm.
-	DICOMDir string `yaml:"-" json:"-"`
+	// CacheDir is the DICOM cache fetch fills when it is shared across runs (fetch.cache_dir);
+	// empty means the run's own (see layout.Run.DICOMCache).
+	CacheDir string `yaml:"-" json:"-"`
 }
 
 // DefaultSettings returns the defaults: all models, QC previews on.
@@ -45,12 +46,12 @@ func DefaultSettings() Settings { return Settings{QC: true} }
 // Validate checks the settings.
 func (s Settings) Validate() error {
 	if s.Workers < 0 {
-		return fmt.Errorf("preprocess.workers %d: want 0 (default) or more", s.Workers)
+		return fmt.Errorf("workers %d: want 0 (default) or more", s.Workers)
 	}
 	seen := map[string]bool{}
 	for _, m := range s.Models {
 		if m == "" || seen[m] {
-			return fmt.Errorf("preprocess.models: empty or repeated name %q", m)
+			return fmt.Errorf("models: empty or repeated name %q", m)
 		}
 		seen[m] = true
 	}
@@ -66,14 +67,25 @@ type Stage struct {
 // New returns the stage for settings s and model registry reg.
 func New(s Settings, reg *models.Registry) *Stage { return &Stage{s: s, reg: reg} }
 
-func (st *Stage) Name() string    { return pipeline.StagePreprocess }
-func (st *Stage) Version() string { return "1" }
+func (st *Stage) Name() string { return layout.Preprocess }
+
+// Version 2: the QC previews moved into the stage's directory (preprocess/qc/), so a run
+// directory of version 1 must not count as done.
+func (st *Stage) Version() string { return "2" }
 
 // Streams: lesions move on to embed as they finish.
 func (st *Stage) Streams() bool { return true }
 
 // Sharding: a shard preprocesses its own lesions (pipeline.ShardAware).
-func (st *Stage) Sharding() pipeline.Sharding { return pipeline.ShardEach }
+func (st *Stage) Sharding() pipeline.Sharding { return layout.Sharding(layout.Preprocess) }
+
+// Published: the tensors and per-lesion records are this process's work files; the table and
+// the QC previews are what other processes of a sharded run read (pipeline.Publisher), not
+// the table's Parquet copy.
+func (st *Stage) Published(rel string) bool {
+	return !strings.HasPrefix(rel, layout.TensorsDir+"/") && !strings.HasPrefix(rel, layout.RecordsDir+"/") &&
+		!tables.IsParquetCopy(rel)
+}
 
 // Settings is what decides the output: the selected models' preprocessing and QC.
 func (st *Stage) Settings() any {
@@ -101,96 +113,40 @@ func QCCrop() models.Preprocess {
 		HURange: [2]float64{-1000, 400}, Clamp: [2]float64{0, 1}}
 }
 
-// Paths of the stage's outputs.
-func TensorPath(stageDir, model, lesionID string) string {
-	return filepath.Join(stageDir, "tensors", model, lesionID+".npy")
-}
-func recordPath(stageDir, lesionID string) string {
-	return filepath.Join(stageDir, "records", lesionID+".arrow")
-}
-func qcPath(runDir, lesionID string) string { return filepath.Join(runDir, "qc", lesionID+".png") }
-
-// Run preprocesses every lesion (streamed from fetch when sc.In is set).
+// Run preprocesses every lesion (streamed from fetch when it runs too) and writes
+// patches.arrow over all of them.
 func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 	if err := st.s.Validate(); err != nil {
-		return pipeline.Haltf("preprocess: %w", err)
+		return pipeline.Halt(err)
 	}
 	specs, err := st.reg.Select(st.s.Models)
 	if err != nil {
-		return pipeline.Haltf("preprocess: %w", err)
+		return pipeline.Haltf("select the models to preprocess for: %w", err)
 	}
-	lesions, _, err := tables.ReadLesions(filepath.Join(sc.RunDir, "cohort", "lesions.arrow"))
-	if err != nil {
-		return pipeline.Haltf("preprocess: read lesions: %w", err)
-	}
-	lesions = pipeline.ShardOf(lesions, func(l tables.Lesion) string { return l.LesionID }, sc.Shard)
-	instances, _, err := tables.ReadInstances(filepath.Join(sc.RunDir, "cohort", "instances.arrow"))
-	if err != nil {
-		return pipeline.Haltf("preprocess: read instances: %w", err)
-	}
-	w := &worker{st: st, sc: sc, specs: specs, lesions: map[string]tables.Lesion{},
-		bySeries: map[string][]tables.Instance{}, series: map[string]*seriesEntry{}}
-	for _, r := range instances {
-		w.bySeries[r.SeriesInstanceUID] = append(w.bySeries[r.SeriesInstanceUID], r)
-	}
-	all := make([]pipeline.Item, 0, len(lesions))
-	for _, l := range lesions {
-		w.lesions[l.LesionID] = l
-		all = append(all, pipeline.Item{ID: l.LesionID})
-	}
-	bar := sc.Progress(int64(len(lesions)))
+	lay := layout.New(sc.RunDir, sc.Shard)
+	w := &worker{st: st, sc: sc, specs: specs, lay: lay, cache: lay.DICOMCache(st.s.CacheDir),
+		series: map[string]*seriesEntry{}}
 	n := st.s.Workers
 	if n <= 0 {
-		n = max(sc.Workers, 1)
+		n = sc.Workers
 	}
-	items := sc.Items(ctx, all)
-	var wg sync.WaitGroup
-	errc := make(chan error, n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for it := range items {
-				if ctx.Err() != nil {
-					return
-				}
-				if err := w.lesion(ctx, it.ID); err != nil {
-					var ie *pipeline.ItemError
-					if errors.As(err, &ie) {
-						sc.Fail(it.ID, ie)
-					} else {
-						errc <- err
-						return
-					}
-				} else if err := sc.Emit(ctx, pipeline.Item{ID: it.ID}); err != nil {
-					return
-				}
-				bar.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	if err := <-errc; err != nil {
+	if err := sc.Each(ctx, n, w.lesion); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return st.writeTable(sc, lesions)
+	return st.writeTable(sc, lay)
 }
 
 // writeTable gathers the per-lesion records of every lesion done so far into patches.arrow.
-func (st *Stage) writeTable(sc *pipeline.Context, lesions []tables.Lesion) error {
+func (st *Stage) writeTable(sc *pipeline.Context, lay layout.Run) error {
 	var rows []tables.Patch
-	for _, l := range lesions {
-		p := recordPath(sc.Dir, l.LesionID)
+	for _, it := range sc.AllItems() {
+		p := lay.PatchRecord(it.ID)
 		if !fileExists(p) {
 			continue // failed or not attempted
 		}
 		rec, _, err := tables.ReadPatches(p)
 		if err != nil {
-			return fmt.Errorf("preprocess: read record of %s: %w", l.LesionID, err)
+			return pipeline.Haltf("read the patch record of lesion %s: %w", it.ID, err)
 		}
 		rows = append(rows, rec...)
 	}
@@ -200,9 +156,9 @@ func (st *Stage) writeTable(sc *pipeline.Context, lesions []tables.Lesion) error
 		}
 		return rows[i].Model < rows[j].Model
 	})
-	md := arrowio.Metadata(st.s.PipelineVersion, st.s.IDCVersion, sc.ConfigHash, nil)
-	if err := tables.WritePatches(filepath.Join(sc.Dir, "patches.arrow"), rows, md); err != nil {
-		return fmt.Errorf("preprocess: write patches: %w", err)
+	md := tables.Metadata(st.s.PipelineVersion, st.s.IDCVersion, sc.ConfigHash, nil)
+	if err := tables.WritePatches(lay.Patches(), rows, md); err != nil {
+		return pipeline.Haltf("write patches table: %w", err)
 	}
 	sc.Count("patches", int64(len(rows)))
 	return nil
@@ -215,26 +171,32 @@ type seriesEntry struct {
 }
 
 type worker struct {
-	st       *Stage
-	sc       *pipeline.Context
-	specs    []*models.Spec
-	lesions  map[string]tables.Lesion
-	bySeries map[string][]tables.Instance
-	mu       sync.Mutex
-	series   map[string]*seriesEntry
+	st     *Stage
+	sc     *pipeline.Context
+	specs  []*models.Spec
+	lay    layout.Run
+	cache  string // the DICOM cache's root
+	mu     sync.Mutex
+	series map[string]*seriesEntry
 }
 
-// path resolves an instance's file: its local path, or the DICOM cache layout of fetch.
+// path resolves an instance's file: its local path, or where fetch put it in the DICOM cache.
+// An instance whose uuids cannot name a cache file gets a path that does not exist, so that
+// reading it fails as a missing file of that lesion.
 func (w *worker) path(r tables.Instance) string {
 	if r.LocalPath != "" {
 		return r.LocalPath
 	}
-	return filepath.Join(w.st.s.DICOMDir, r.CRDCSeriesUUID, r.CRDCInstanceUUID+".dcm")
+	p, err := layout.DICOMObject(w.cache, r.CRDCSeriesUUID, r.CRDCInstanceUUID)
+	if err != nil {
+		return filepath.Join(w.cache, "invalid-crdc-uuids", layout.FileName(r.SOPInstanceUID))
+	}
+	return p
 }
 
 // seriesOf builds a series' geometry once: from the instances table, or, where the table has
 // no geometry, from the files' headers (all files must then be present).
-func (w *worker) seriesOf(uid string) (*dicomio.Series, error) {
+func (w *worker) seriesOf(uid string, rows []tables.Instance) (*dicomio.Series, error) {
 	w.mu.Lock()
 	e, ok := w.series[uid]
 	if !ok {
@@ -243,7 +205,6 @@ func (w *worker) seriesOf(uid string) (*dicomio.Series, error) {
 	}
 	w.mu.Unlock()
 	e.once.Do(func() {
-		rows := w.bySeries[uid]
 		e.s, e.err = dicomio.FromInstances(rows, w.path)
 		if e.err == nil || !errors.Is(e.err, dicomio.ErrGeometry) || len(rows) == 0 {
 			return
@@ -277,20 +238,21 @@ func classify(err error) string {
 
 // lesion preprocesses one lesion. Per-lesion problems come back as *pipeline.ItemError; any
 // other error (an output that cannot be written) halts the run.
-func (w *worker) lesion(ctx context.Context, id string) error {
-	sc := w.sc
-	l, ok := w.lesions[id]
-	if !ok {
-		return pipeline.Itemf(pipeline.ClassNotFound, id, "lesion is not in cohort/lesions.arrow")
+func (w *worker) lesion(ctx context.Context, it pipeline.Item) error {
+	sc, id := w.sc, it.ID
+	ls, err := tables.LesionSeriesOf(it.Payload)
+	if err != nil {
+		return pipeline.Haltf("preprocess lesion %s: %w", id, err)
 	}
+	l := ls.Lesion
 	if sc.Resume && w.done(id) {
 		sc.Count("skipped", 1)
 		return nil
 	}
-	if len(w.bySeries[l.SeriesInstanceUID]) == 0 {
-		return pipeline.Itemf(pipeline.ClassNotFound, id, "series %s has no instances in cohort/instances.arrow", l.SeriesInstanceUID)
+	if len(ls.Instances) == 0 {
+		return pipeline.Itemf(pipeline.ClassNotFound, id, "series %s has no instances in the instances table", l.SeriesInstanceUID)
 	}
-	ser, err := w.seriesOf(l.SeriesInstanceUID)
+	ser, err := w.seriesOf(l.SeriesInstanceUID, ls.Instances)
 	if err != nil {
 		return pipeline.Itemf(classify(err), id, "series %s: %w", l.SeriesInstanceUID, err)
 	}
@@ -304,9 +266,9 @@ func (w *worker) lesion(ctx context.Context, id string) error {
 	recs := make([]tables.Patch, len(w.specs))
 	for i, spec := range w.specs {
 		t := res.Tensors[i]
-		sum, err := writeTensor(TensorPath(sc.Dir, spec.Name, id), t)
+		sum, err := writeTensor(w.lay.Tensor(spec.Name, id), t)
 		if err != nil {
-			return fmt.Errorf("preprocess: %w", err)
+			return pipeline.Haltf("write the %s tensor of lesion %s: %w", spec.Name, id, err)
 		}
 		recs[i] = record(id, spec.Name, t, sum, res.MeanHU)
 	}
@@ -315,14 +277,14 @@ func (w *worker) lesion(ctx context.Context, id string) error {
 		if err != nil {
 			return pipeline.Itemf(pipeline.ClassUnknown, id, "qc preview: %w", err)
 		}
-		if err := atomicfile.WriteBytes(qcPath(sc.RunDir, id), png); err != nil {
-			return fmt.Errorf("preprocess: %w", err)
+		if err := atomicfile.WriteBytes(w.lay.QCPreview(id), png); err != nil {
+			return pipeline.Haltf("write the QC preview of lesion %s: %w", id, err)
 		}
 	}
 	// the record (NaN-safe, so Arrow) is the lesion's done marker: written last
-	md := arrowio.Metadata(w.st.s.PipelineVersion, w.st.s.IDCVersion, sc.ConfigHash, nil)
-	if err := tables.WritePatches(recordPath(sc.Dir, id), recs, md); err != nil {
-		return fmt.Errorf("preprocess: %w", err)
+	md := tables.Metadata(w.st.s.PipelineVersion, w.st.s.IDCVersion, sc.ConfigHash, nil)
+	if err := tables.WritePatchRecord(w.lay.PatchRecord(id), recs, md); err != nil {
+		return pipeline.Haltf("write the patch record of lesion %s: %w", id, err)
 	}
 	sc.Count("lesions", 1)
 	return ctx.Err()
@@ -330,15 +292,15 @@ func (w *worker) lesion(ctx context.Context, id string) error {
 
 // done reports whether an earlier attempt finished the lesion: its record and every tensor.
 func (w *worker) done(id string) bool {
-	if _, err := os.Stat(recordPath(w.sc.Dir, id)); err != nil {
+	if !fileExists(w.lay.PatchRecord(id)) {
 		return false
 	}
 	for _, s := range w.specs {
-		if _, err := os.Stat(TensorPath(w.sc.Dir, s.Name, id)); err != nil {
+		if !fileExists(w.lay.Tensor(s.Name, id)) {
 			return false
 		}
 	}
-	return !w.st.s.QC || fileExists(qcPath(w.sc.RunDir, id))
+	return !w.st.s.QC || fileExists(w.lay.QCPreview(id))
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
@@ -365,7 +327,7 @@ const airHU = -900
 func writeTensor(path string, t *patch.Tensor) (string, error) {
 	h := sha256.New()
 	err := atomicfile.Write(path, func(w io.Writer) error {
-		return npy.WriteFloat32(w, t.Shape[:], t.Data)
+		return patch.WriteNPY(w, t.Shape[:], t.Data)
 	})
 	if err != nil {
 		return "", err

@@ -3,6 +3,8 @@ package preprocess_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -12,14 +14,15 @@ import (
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
 
-	"connectome/dicomio"
-	"connectome/dicomio/dicomsynth"
+	"connectome/internal/dicomio"
+	"connectome/internal/dicomio/dicomsynth"
+	"connectome/internal/layout"
+	"connectome/internal/patch"
+	"connectome/internal/tables"
+	"connectome/internal/testenv"
 	"connectome/models"
-	"connectome/npy"
 	"connectome/pipeline"
-	"connectome/repopath/repotest"
 	"connectome/stages/preprocess"
-	"connectome/tables"
 )
 
 func phantom(i, j, k int) float64 {
@@ -58,7 +61,7 @@ func writeSeries(t *testing.T, dir, uid string, s dicomsynth.Series, cache bool)
 			InstanceNumber: int32(h.InstanceNumber), ImagePositionPatient: h.IPP, ImageOrientationPatient: h.IOP,
 			PixelSpacing: h.PixelSpacing, Rows: int32(h.Rows), Columns: int32(h.Columns)}
 		if cache {
-			r.CRDCSeriesUUID, r.CRDCInstanceUUID = "crdc-"+uid, "inst-"+h.SOPInstanceUID
+			r.CRDCSeriesUUID, r.CRDCInstanceUUID = uuidOf("series "+uid), uuidOf("instance "+h.SOPInstanceUID)
 			dst := filepath.Join(dir, r.CRDCSeriesUUID, r.CRDCInstanceUUID+".dcm")
 			os.MkdirAll(filepath.Dir(dst), 0o755)
 			if err := os.Rename(h.Path, dst); err != nil {
@@ -74,7 +77,7 @@ func writeSeries(t *testing.T, dir, uid string, s dicomsynth.Series, cache bool)
 }
 
 func TestStage(t *testing.T) {
-	reg, err := models.Load(repotest.File(t, "configs", "models.yaml"))
+	reg, err := models.Load(testenv.File(t, "configs", "models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,16 +107,17 @@ func TestStage(t *testing.T) {
 		{LesionID: "L4", SeriesInstanceUID: "2.25.300", CenterMM: seed},                  // JPEG
 		{LesionID: "L5", SeriesInstanceUID: "2.25.999", CenterMM: seed},                  // no instances
 	}
-	if err := tables.WriteLesions(filepath.Join(run, "cohort", "lesions.arrow"), lesions, arrow.Metadata{}); err != nil {
+	if err := tables.WriteLesions(layout.New(run, pipeline.Shard{}).Lesions(), lesions, arrow.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tables.WriteInstances(filepath.Join(run, "cohort", "instances.arrow"), inst, arrow.Metadata{}); err != nil {
+	if err := tables.WriteInstances(layout.New(run, pipeline.Shard{}).Instances(), inst, arrow.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
+	lay := layout.New(run, pipeline.Shard{})
 	set := preprocess.DefaultSettings()
-	set.DICOMDir, set.Workers = cache, 2
+	set.CacheDir, set.Workers = cache, 2
 	runOnce := func(resume bool) *pipeline.Summary {
-		r, err := pipeline.NewRunner([]pipeline.Stage{preprocess.New(set, reg)}, pipeline.Options{RunDir: run, Resume: resume})
+		r, err := pipeline.NewRunner([]pipeline.Stage{preprocess.New(set, reg)}, pipeline.Options{RunDir: run, Resume: resume, Items: tables.LesionItems(lay.Lesions(), lay.Instances())})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,8 +141,8 @@ func TestStage(t *testing.T) {
 			t.Errorf("failure %s: class %s (%s), want %s", f.ItemID, f.ErrorClass, f.Message, wantClass[f.ItemID])
 		}
 	}
-	stageDir := filepath.Join(run, "preprocess")
-	rows, _, err := tables.ReadPatches(filepath.Join(stageDir, "patches.arrow"))
+	stageDir := lay.StageDir(layout.Preprocess)
+	rows, _, err := tables.ReadPatches(lay.Patches())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,11 +158,11 @@ func TestStage(t *testing.T) {
 		if r.MeanHU10mm < -100 || r.SeedInAir {
 			t.Errorf("%s: mean HU %.1f at the tumour, air %v", r.Model, r.MeanHU10mm, r.SeedInAir)
 		}
-		f, err := os.Open(preprocess.TensorPath(stageDir, r.Model, "L1"))
+		f, err := os.Open(lay.Tensor(r.Model, "L1"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		shape, data, err := npy.ReadFloat32(f)
+		shape, data, err := patch.ReadNPY(f)
 		f.Close()
 		if err != nil {
 			t.Fatal(err)
@@ -169,7 +173,7 @@ func TestStage(t *testing.T) {
 			t.Errorf("%s: shape %v, want %v", r.Model, shape, want)
 		}
 	}
-	pngb, err := os.ReadFile(filepath.Join(run, "qc", "L1.png"))
+	pngb, err := os.ReadFile(layout.New(run, pipeline.Shard{}).QCPreview("L1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +199,7 @@ func TestStage(t *testing.T) {
 	}
 
 	// an interrupted stage (no marker) resumes per lesion: finished ones are not redone
-	tp := preprocess.TensorPath(stageDir, "CTFM", "L1")
+	tp := lay.Tensor("CTFM", "L1")
 	before, _ := os.Stat(tp)
 	if err := os.Remove(filepath.Join(stageDir, pipeline.MarkerFile)); err != nil {
 		t.Fatal(err)
@@ -208,8 +212,15 @@ func TestStage(t *testing.T) {
 	if sum.Stages[0].Counts["skipped"] != 2 {
 		t.Errorf("resume counts %v, want 2 skipped", sum.Stages[0].Counts)
 	}
-	rows2, _, err := tables.ReadPatches(filepath.Join(stageDir, "patches.arrow"))
+	rows2, _, err := tables.ReadPatches(lay.Patches())
 	if err != nil || len(rows2) != len(rows) {
 		t.Errorf("patches after resume: %d rows, %v", len(rows2), err)
 	}
+}
+
+// uuidOf makes a CRDC-style uuid (as IDC names its objects) from a name.
+func uuidOf(name string) string {
+	h := sha256.Sum256([]byte(name))
+	x := hex.EncodeToString(h[:16])
+	return x[:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
 }

@@ -8,7 +8,7 @@ import (
 	"image/png"
 	"math"
 
-	"connectome/patch"
+	"connectome/internal/patch"
 )
 
 // QC preview layout: three 64 mm planes, each scaled ×2.

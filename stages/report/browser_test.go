@@ -53,18 +53,24 @@ func hoverNode(t testing.TB, b *reporttest.Browser, i int) {
 	b.Do(t, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, xy[0], xy[1]))
 }
 
-// isolatedNodeJS finds a node, inside the middle of the chart, whose drawn position is
-// farthest from every other node, so that a click there cannot hit a neighbour.
+// isolatedNodeJS finds a node, inside the middle of the chart, that no node drawn after it
+// covers and whose drawn position is farthest from every other node, so that a click there
+// cannot hit a neighbour.
 const isolatedNodeJS = `(() => {
   const c = __connectome, n = c.data.nodes.id.length, r = document.getElementById('chart').getBoundingClientRect();
-  const px = []; for (let i = 0; i < n; i++) px.push(c.nodePixel(i));
-  let best = -1, bestD = -1;
+  const px = [], rad = []; for (let i = 0; i < n; i++) { px.push(c.nodePixel(i)); rad.push(c.nodeRadius(i)); }
+  let best = -1, bestD = -Infinity;
   for (let i = 0; i < n; i++) {
     const [x, y] = px[i];
     if (x < 0.3 * r.width || x > 0.6 * r.width || y < 0.2 * r.height || y > 0.8 * r.height) continue;
-    let d = Infinity;
-    for (let j = 0; j < n; j++) if (j !== i) d = Math.min(d, Math.hypot(px[j][0] - x, px[j][1] - y));
-    if (d > bestD) { bestD = d; best = i; }
+    let d = Infinity, covered = false;
+    for (let j = 0; j < n; j++) {
+      if (j === i) continue;
+      const dj = Math.hypot(px[j][0] - x, px[j][1] - y);
+      if (j > i && dj <= rad[j] + 1) covered = true;
+      d = Math.min(d, dj - rad[j]);
+    }
+    if (!covered && d > bestD) { bestD = d; best = i; }
   }
   return best;
 })()`

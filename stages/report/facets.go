@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"connectome/tables"
+	"connectome/internal/tables"
 )
 
 // Colour-blind-safe palettes. Categorical: Okabe & Ito (2008) without black, then Paul Tol's
@@ -50,10 +50,9 @@ var facetLabels = [][2]string{
 	{"age", "Age band"}, {"race", "Race"}, {"smoking", "Smoking status"},
 }
 
-// buildFacets colours nodes by the clinical row of their patient. clin maps patient id to
-// its row; nodePatients lists each node's patient. With no clinical table every facet is
-// unavailable.
-func buildFacets(nodePatients []string, clin map[string]*tables.Clinical) []facet {
+// buildFacets colours nodes by their clinical rows: clin holds each node's row (nil when it
+// has none). Without clinical data (clin nil) every facet is unavailable.
+func buildFacets(clin []*tables.Clinical) []facet {
 	out := make([]facet, 0, len(facetLabels))
 	for _, kl := range facetLabels {
 		f := facet{Key: kl[0], Label: kl[1]}
@@ -61,11 +60,10 @@ func buildFacets(nodePatients []string, clin map[string]*tables.Clinical) []face
 			out = append(out, f)
 			continue
 		}
-		raw := make([]string, len(nodePatients)) // category name per node; "" = unknown
+		raw := make([]string, len(clin)) // category name per node; "" = unknown
 		var order func(a, b string) int
 		ordinal := false
-		for i, p := range nodePatients {
-			c := clin[p]
+		for i, c := range clin {
 			if c == nil {
 				continue
 			}
@@ -88,8 +86,8 @@ func buildFacets(nodePatients []string, clin map[string]*tables.Clinical) []face
 		case "stage":
 			ordinal = true
 			codes := map[string]string{}
-			for _, p := range nodePatients {
-				if c := clin[p]; c != nil {
+			for _, c := range clin {
+				if c != nil {
 					codes[stageLabel(c)] = c.StageCode
 				}
 			}
@@ -187,7 +185,8 @@ func anyKnown(raw []string) bool {
 	return false
 }
 
-// cancerFamily groups an ICD-O-3 morphology label into the families a reader compares.
+// cancerFamily groups an ICD-O-3 morphology label into the families a reader compares: the
+// published page's groups (and its tests, in this order), plus carcinoid.
 func cancerFamily(t string) string {
 	s := strings.ToLower(strings.TrimSpace(t))
 	switch {
@@ -195,7 +194,7 @@ func cancerFamily(t string) string {
 		return ""
 	case strings.Contains(s, "small cell") && !strings.Contains(s, "non-small"):
 		return "Small cell"
-	case strings.Contains(s, "squamous"):
+	case strings.Contains(s, "squamous"), strings.Contains(s, "sq. cell"):
 		return "Squamous cell"
 	case strings.Contains(s, "large cell"):
 		return "Large cell"

@@ -12,11 +12,11 @@ import (
 	"path/filepath"
 	"testing"
 
-	"connectome/arrowio"
-	"connectome/knn"
+	"connectome/internal/knn"
+	"connectome/internal/layout"
+	"connectome/internal/tables"
+	"connectome/internal/testenv"
 	"connectome/pipeline"
-	"connectome/repopath/repotest"
-	"connectome/tables"
 )
 
 // fixture is a run directory's inputs for the report stage.
@@ -33,27 +33,28 @@ type fixture struct {
 
 func (f *fixture) write(t testing.TB, runDir string) {
 	t.Helper()
-	md := arrowio.Metadata("test", "v0", "hash", nil)
+	md := tables.Metadata("test", "v0", "hash", nil)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	must(tables.WriteEdges(filepath.Join(runDir, "similarity", "edges.arrow"), f.edges, md))
+	must(tables.WriteEdges(layout.New(runDir, pipeline.Shard{}).Edges(), f.edges, md))
 	if f.agreement != nil {
-		must(tables.WriteAgreement(filepath.Join(runDir, "similarity", "agreement.arrow"), f.agreement, md))
+		must(tables.WriteAgreement(layout.New(runDir, pipeline.Shard{}).Agreement(), f.agreement, md))
 	}
 	if !f.noLesions {
-		must(tables.WriteLesions(filepath.Join(runDir, "cohort", "lesions.arrow"), f.lesions, md))
+		must(tables.WriteLesions(layout.New(runDir, pipeline.Shard{}).Lesions(), f.lesions, md))
 	}
 	if !f.noClinical {
-		must(tables.WriteClinical(filepath.Join(runDir, "cohort", "clinical.arrow"), f.clinical, md))
+		must(tables.WriteClinical(layout.New(runDir, pipeline.Shard{}).Clinical(), f.clinical, md))
 	}
 	if len(f.previews) > 0 {
-		must(os.MkdirAll(filepath.Join(runDir, "qc"), 0o755))
 		for id, img := range f.previews {
-			fh, err := os.Create(filepath.Join(runDir, "qc", id+".png"))
+			p := layout.New(runDir, pipeline.Shard{}).QCPreview(id)
+			must(os.MkdirAll(filepath.Dir(p), 0o755))
+			fh, err := os.Create(p)
 			must(err)
 			must(png.Encode(fh, img))
 			must(fh.Close())
@@ -65,7 +66,7 @@ func (f *fixture) write(t testing.TB, runDir string) {
 // tests need it: they fail under CI when it is missing and skip otherwise.
 func testLibrary(t testing.TB) string {
 	t.Helper()
-	p := repotest.File(t, DefaultGraphLibrary)
+	p := testenv.File(t, "stages", "report", GraphLibraryFile)
 	if _, err := os.Stat(p); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("graph library missing (%v): run `make deps`", err)
@@ -87,7 +88,7 @@ func runStage(t testing.TB, runDir string, s Settings) string {
 	if _, err := r.Run(context.Background()); err != nil {
 		t.Fatalf("report stage: %v", err)
 	}
-	return filepath.Join(runDir, "report", "index.html")
+	return layout.New(runDir, pipeline.Shard{}).Page()
 }
 
 func testSettings(t testing.TB) Settings {
@@ -155,7 +156,11 @@ func synthetic(t testing.TB, n, models, k int, seed uint64) *fixture {
 func knnEdges(t testing.TB, model string, vec []float32, dim, k int, lesions []tables.Lesion) []tables.Edge {
 	t.Helper()
 	n := len(lesions)
-	res, err := knn.Search(context.Background(), vec, n, dim, knn.Options{K: k, Workers: 2})
+	m := knn.NewMatrix(dim)
+	for q := range n {
+		copy(m.Grow(), vec[q*dim:(q+1)*dim])
+	}
+	res, err := knn.Search(context.Background(), m, knn.Options{K: k, Workers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"sync"
 
+	"connectome/internal/tables"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 // pageData is the JSON embedded in the page. Per-node data is stored column-wise (one array
@@ -30,7 +30,7 @@ type pageData struct {
 	Models          []modelView    `json:"models"`
 	Agreement       *agreementView `json:"agreement,omitempty"`
 
-	previewCount, previewsDropped, previewsBroken int
+	previewCount, previewsDropped, previewsBroken, clinicalMatched int
 }
 
 type nodeColumns struct {
@@ -88,15 +88,16 @@ func buildPage(ctx context.Context, s Settings, in *inputs, workers int) (*pageD
 	index := buildNodes(d, in)
 	n := len(d.Nodes.ID)
 
-	var clin map[string]*tables.Clinical
-	if in.clinical != nil {
-		clin = make(map[string]*tables.Clinical, len(in.clinical))
-		for i := range in.clinical {
-			clin[in.clinical[i].PatientID] = &in.clinical[i]
+	clin := in.clinical.rowsFor(d.Nodes.ID, d.Nodes.Patient)
+	if clin != nil {
+		d.Fields = clinicalFields(clin)
+		for _, c := range clin {
+			if c != nil {
+				d.clinicalMatched++
+			}
 		}
-		d.Fields = clinicalFields(d.Nodes.Patient, clin)
 	}
-	d.Facets = buildFacets(d.Nodes.Patient, clin)
+	d.Facets = buildFacets(clin)
 
 	// Group edges per model and kind, in the registry's model order, then by name.
 	order := map[string]int{}
@@ -162,7 +163,7 @@ func buildPage(ctx context.Context, s Settings, in *inputs, workers int) (*pageD
 		return nil, err
 	}
 	d.Agreement = buildAgreement(in.agreement, d, names)
-	if err := addPreviews(ctx, d, in.qcDir); err != nil {
+	if err := addPreviews(ctx, d, in.previews); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -212,7 +213,9 @@ func buildNodes(d *pageData, in *inputs) map[string]int32 {
 	return index
 }
 
-func clinicalFields(patients []string, clin map[string]*tables.Clinical) []field {
+// clinicalFields lists the clinical attributes of each node; clin holds each node's row (nil
+// when it has none).
+func clinicalFields(clin []*tables.Clinical) []field {
 	defs := []struct {
 		key, label string
 		get        func(c *tables.Clinical) string
@@ -231,9 +234,9 @@ func clinicalFields(patients []string, clin map[string]*tables.Clinical) []field
 	}
 	out := make([]field, len(defs))
 	for k, def := range defs {
-		out[k] = field{Key: def.key, Label: def.label, Values: make([]string, len(patients))}
-		for i, p := range patients {
-			if c := clin[p]; c != nil {
+		out[k] = field{Key: def.key, Label: def.label, Values: make([]string, len(clin))}
+		for i, c := range clin {
+			if c != nil {
 				out[k].Values[i] = def.get(c)
 			}
 		}
@@ -343,50 +346,63 @@ func buildAgreement(rows []tables.Agreement, d *pageData, models []string) *agre
 	if len(models) < 2 {
 		return nil
 	}
+	if rows != nil {
+		return agreementFromTable(rows, models)
+	}
+	return &agreementView{Source: "edges", Models: models, K: []int32{int32(d.K)}, Values: [][][]*float64{agreementFromEdges(d)}}
+}
+
+func newMatrix(n int) [][]*float64 {
+	m := make([][]*float64, n)
+	for i := range m {
+		m[i] = make([]*float64, n)
+	}
+	return m
+}
+
+// agreementFromTable arranges agreement.arrow's rows as one symmetric matrix per k, in the
+// page's model order; rows of models not in the page are left out.
+func agreementFromTable(rows []tables.Agreement, models []string) *agreementView {
 	pos := map[string]int{}
 	for i, m := range models {
 		pos[m] = i
 	}
-	newMatrix := func() [][]*float64 {
-		m := make([][]*float64, len(models))
+	av := &agreementView{Source: "agreement.arrow", Models: models}
+	kIndex := map[int32]int{}
+	for _, r := range rows {
+		a, okA := pos[r.ModelA]
+		b, okB := pos[r.ModelB]
+		if !okA || !okB {
+			continue
+		}
+		ki, ok := kIndex[r.K]
+		if !ok {
+			ki = len(av.K)
+			kIndex[r.K] = ki
+			av.K = append(av.K, r.K)
+			av.Values = append(av.Values, newMatrix(len(models)))
+		}
+		v := round(r.MeanOverlap, 4)
+		av.Values[ki][a][b] = &v
+		if av.Values[ki][b][a] == nil {
+			av.Values[ki][b][a] = &v
+		}
+	}
+	// A model's lists overlap with themselves completely; the table may leave that out.
+	for _, m := range av.Values {
 		for i := range m {
-			m[i] = make([]*float64, len(models))
+			if m[i][i] == nil {
+				one := 1.0
+				m[i][i] = &one
+			}
 		}
-		return m
 	}
-	if rows != nil {
-		av := &agreementView{Source: "agreement.arrow", Models: models}
-		kIndex := map[int32]int{}
-		for _, r := range rows {
-			a, okA := pos[r.ModelA]
-			b, okB := pos[r.ModelB]
-			if !okA || !okB {
-				continue
-			}
-			ki, ok := kIndex[r.K]
-			if !ok {
-				ki = len(av.K)
-				kIndex[r.K] = ki
-				av.K = append(av.K, r.K)
-				av.Values = append(av.Values, newMatrix())
-			}
-			v := round(r.MeanOverlap, 4)
-			av.Values[ki][a][b] = &v
-			if av.Values[ki][b][a] == nil {
-				av.Values[ki][b][a] = &v
-			}
-		}
-		// A model's lists overlap with themselves completely; the table may leave that out.
-		for _, m := range av.Values {
-			for i := range m {
-				if m[i][i] == nil {
-					one := 1.0
-					m[i][i] = &one
-				}
-			}
-		}
-		return av
-	}
+	return av
+}
+
+// agreementFromEdges is the mean overlap of every two models' closest lists, over the nodes
+// that both models list matches for; nil where a model has no closest lists.
+func agreementFromEdges(d *pageData) [][]*float64 {
 	n := len(d.Nodes.ID)
 	lists := make([][][]int32, len(d.Models)) // model → node → closest matches
 	for mi, m := range d.Models {
@@ -398,55 +414,58 @@ func buildAgreement(rows []tables.Agreement, d *pageData, models []string) *agre
 			lists[mi][q] = append(lists[mi][q], m.Closest.M[i])
 		}
 	}
-	mat := newMatrix()
+	mat := newMatrix(len(d.Models))
 	for a := range d.Models {
 		for b := range d.Models {
-			if lists[a] == nil || lists[b] == nil {
-				continue
-			}
-			var sum float64
-			var cnt int
-			for q := range n {
-				la, lb := lists[a][q], lists[b][q]
-				if len(la) == 0 || len(lb) == 0 {
-					continue
-				}
-				common := 0
-				for _, x := range la {
-					if slices.Contains(lb, x) {
-						common++
-					}
-				}
-				sum += float64(common) / float64(max(len(la), len(lb)))
-				cnt++
-			}
-			if cnt > 0 {
-				v := round(sum/float64(cnt), 4)
-				mat[a][b] = &v
+			if lists[a] != nil && lists[b] != nil {
+				mat[a][b] = meanOverlap(lists[a], lists[b])
 			}
 		}
 	}
-	return &agreementView{Source: "edges", Models: models, K: []int32{int32(d.K)}, Values: [][][]*float64{mat}}
+	return mat
+}
+
+// meanOverlap is the mean share of common matches of two models' lists, nil when no node
+// has lists in both.
+func meanOverlap(la, lb [][]int32) *float64 {
+	var sum float64
+	var cnt int
+	for q := range la {
+		a, b := la[q], lb[q]
+		if len(a) == 0 || len(b) == 0 {
+			continue
+		}
+		common := 0
+		for _, x := range a {
+			if slices.Contains(b, x) {
+				common++
+			}
+		}
+		sum += float64(common) / float64(max(len(a), len(b)))
+		cnt++
+	}
+	if cnt == 0 {
+		return nil
+	}
+	v := round(sum/float64(cnt), 4)
+	return &v
 }
 
 // addPreviews embeds each node's QC preview, downscaled, until the byte budget is spent.
-func addPreviews(ctx context.Context, d *pageData, qcDir string) error {
-	if qcDir == "" {
+// previews gives the places a lesion's preview may be (nil: the run has none).
+func addPreviews(ctx context.Context, d *pageData, previews func(lesionID string) []string) error {
+	if previews == nil {
 		return nil
 	}
 	n := len(d.Nodes.ID)
 	side := previewSide(n)
-	previews := make([]string, n)
+	uris := make([]string, n)
 	total := 0
 	for i, id := range d.Nodes.ID {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		p := previewPath(qcDir, id)
-		if p == "" {
-			continue
-		}
-		uri, err := previewDataURI(p, side)
+		uri, err := firstPreview(previews(id), side)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -460,13 +479,24 @@ func addPreviews(ctx context.Context, d *pageData, qcDir string) error {
 			continue
 		}
 		total += len(uri)
-		previews[i] = uri
+		uris[i] = uri
 		d.previewCount++
 	}
 	if d.previewCount > 0 {
-		d.Nodes.Preview = previews
+		d.Nodes.Preview = uris
 	}
 	return nil
+}
+
+// firstPreview reads the first of the paths that exists (fs.ErrNotExist when none does).
+func firstPreview(paths []string, side int) (string, error) {
+	for _, p := range paths {
+		uri, err := previewDataURI(p, side)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return uri, err
+		}
+	}
+	return "", fs.ErrNotExist
 }
 
 func round(v float64, digits int) float64 {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"connectome/tables"
+	"connectome/internal/tables"
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
@@ -85,7 +85,8 @@ func TestPageInBrowser(t *testing.T) {
 	}
 	b.Click(t, "#kind-closest")
 
-	// Clicking a node opens its panel with its matches, in rank order, and who lists it.
+	// Clicking a node opens its panel with its matches (the gallery), in rank order, and who
+	// lists it.
 	node := reporttest.Eval[int](t, b, isolatedNodeJS)
 	if node < 0 {
 		t.Fatal("no isolated node found to click")
@@ -97,7 +98,7 @@ func TestPageInBrowser(t *testing.T) {
 	if title != id {
 		t.Fatalf("clicked node %d (%s): panel shows %q", node, id, title)
 	}
-	out := reporttest.Eval[[]string](t, b, `[...document.querySelectorAll('table.out-matches button')].map(b => b.textContent)`)
+	out := reporttest.Eval[[]string](t, b, `[...document.querySelectorAll('#gallery li.card:not(.self) .cid')].map(b => b.textContent)`)
 	in := reporttest.Eval[[]string](t, b, `[...document.querySelectorAll('table.in-matches button')].map(b => b.textContent)`)
 	var wantOut, wantIn []string
 	for r := int32(1); r <= 5; r++ {
@@ -120,7 +121,7 @@ func TestPageInBrowser(t *testing.T) {
 	if !slices.Equal(in, wantIn) {
 		t.Errorf("incoming matches %v, want %v", in, wantIn)
 	}
-	pct := b.Text(t, "table.out-matches tr:nth-child(2) td.pct")
+	pct := b.Text(t, "#gallery li.card:nth-child(2) .pct")
 	if !strings.HasSuffix(pct, "%") {
 		t.Errorf("similarity cell %q", pct)
 	}
@@ -167,8 +168,8 @@ func TestPageInBrowser(t *testing.T) {
 	if got, want := drawnKeys(t, b2), edgeKeys(f.edges, "ModelC", "farthest"); !slices.Equal(got, want) {
 		t.Errorf("edges after URL load are not ModelC farthest")
 	}
-	// Lesion 3 has a QC preview: the panel shows it from the embedded data.
-	if src := reporttest.Eval[string](t, b2, `(document.querySelector('#panel img.preview') || {}).src || ''`); !strings.HasPrefix(src, "data:image/png;base64,") {
+	// Lesion 3 has a QC preview: the gallery shows it from the embedded data.
+	if src := reporttest.Eval[string](t, b2, `(document.querySelector('#gallery li.self img.crop') || {}).src || ''`); !strings.HasPrefix(src, "data:image/png;base64,") {
 		t.Errorf("preview src %.40q", src)
 	}
 	keepScreenshot(t, b2.Screenshot(t, "report-page-url.png"))

@@ -8,8 +8,6 @@ import (
 	"image/color"
 	"image/png"
 	"os"
-	"path/filepath"
-	"strings"
 )
 
 // previewSide is the longest side of an embedded preview, in pixels: big enough to see the
@@ -28,16 +26,6 @@ func previewSide(nodes int) int {
 // previewBudget caps the bytes of all embedded previews together; past it, previews are
 // left out (and counted) so that the page stays small enough to open.
 const previewBudget = 6 << 20
-
-// previewPath returns the QC preview path of a lesion, or "" when the id cannot be a plain
-// file name (then it has no preview; an id must never reach outside qcDir).
-func previewPath(qcDir, lesionID string) string {
-	if qcDir == "" || lesionID == "" || lesionID == "." || lesionID == ".." ||
-		strings.ContainsAny(lesionID, `/\`) || filepath.Base(lesionID) != lesionID {
-		return ""
-	}
-	return filepath.Join(qcDir, lesionID+".png")
-}
 
 // previewDataURI reads a PNG, downscales it to fit side×side (box filter, aspect kept) and
 // returns it as a data: URI. Greyscale images stay 8-bit grey, which keeps them small.

@@ -1,11 +1,14 @@
 package report
 
 import (
+	"cmp"
 	"context"
 	"encoding/csv"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,15 +16,16 @@ import (
 	"strings"
 	"testing"
 
-	"connectome/arrowio"
+	"connectome/internal/layout"
+	"connectome/internal/patch"
+	"connectome/internal/tables"
+	"connectome/internal/testenv"
 	"connectome/models"
-	"connectome/npy"
 	"connectome/pipeline"
-	"connectome/repopath/repotest"
 	"connectome/stages/report/reporttest"
 	"connectome/stages/similarity"
-	"connectome/tables"
 
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/chromedp/chromedp"
 )
 
@@ -29,7 +33,7 @@ import (
 // The data is needed: a missing copy fails the test under CI and skips it otherwise.
 func referenceDir(t testing.TB) string {
 	t.Helper()
-	dir := repotest.Shared(t, "reference", "nlst-sybil-embeddings")
+	dir := testenv.Shared(t, "reference", "nlst-sybil-embeddings")
 	if _, err := os.Stat(filepath.Join(dir, "lesions.csv")); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("reference data missing: %v", err)
@@ -110,7 +114,7 @@ func referenceFixture(t testing.TB) (*fixture, map[string][]tables.Embedding) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		shape, data, err := npy.ReadFloat32(fh)
+		shape, data, err := patch.ReadNPY(fh)
 		fh.Close()
 		if err != nil || len(shape) != 2 || shape[0] != len(lesionRows) {
 			t.Fatalf("%s.npy: shape %v, err %v", m, shape, err)
@@ -137,20 +141,20 @@ func TestReferencePage(t *testing.T) {
 		t.Fatalf("%d single-lesion patients, want 289", len(f.lesions))
 	}
 	runDir := t.TempDir()
-	md := arrowio.Metadata("test", "v0", "hash", nil)
+	md := tables.Metadata("test", "v0", "hash", nil)
 	for m, rows := range emb {
-		if err := tables.WriteEmbeddings(filepath.Join(runDir, "embeddings", m+".arrow"), rows, len(rows[0].Vector), md); err != nil {
+		if err := tables.WriteEmbeddings(memory.DefaultAllocator, layout.New(runDir, pipeline.Shard{}).Embeddings(m), rows, len(rows[0].Vector), md); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := tables.WriteLesions(filepath.Join(runDir, "cohort", "lesions.arrow"), f.lesions, md); err != nil {
+	if err := tables.WriteLesions(layout.New(runDir, pipeline.Shard{}).Lesions(), f.lesions, md); err != nil {
 		t.Fatal(err)
 	}
-	if err := tables.WriteClinical(filepath.Join(runDir, "cohort", "clinical.arrow"), f.clinical, md); err != nil {
+	if err := tables.WriteClinical(layout.New(runDir, pipeline.Shard{}).Clinical(), f.clinical, md); err != nil {
 		t.Fatal(err)
 	}
 	// Model information from the registry, as the CLI fills it.
-	reg, err := models.Load(repotest.File(t, "configs", "models.yaml"))
+	reg, err := models.Load(testenv.File(t, "configs", "models.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +171,7 @@ func TestReferencePage(t *testing.T) {
 	if _, err := r.Run(context.Background()); err != nil {
 		t.Fatalf("similarity + report: %v", err)
 	}
-	edges, _, err := tables.ReadEdges(filepath.Join(runDir, "similarity", "edges.arrow"))
+	edges, _, err := tables.ReadEdges(layout.New(runDir, pipeline.Shard{}).Edges())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +180,7 @@ func TestReferencePage(t *testing.T) {
 		t.Errorf("similarity's PASTA lists differ from knn's")
 	}
 	f.edges = edges
-	htmlPath := filepath.Join(runDir, "report", "index.html")
+	htmlPath := layout.New(runDir, pipeline.Shard{}).Page()
 	st, err := os.Stat(htmlPath)
 	if err != nil {
 		t.Fatal(err)
@@ -223,6 +227,42 @@ func TestReferencePage(t *testing.T) {
 	b.CheckClean(t)
 }
 
+// referenceRerun is the published 289-patient map re-run from its embeddings alone, as
+// `connectome run --from similarity --embeddings FILES --clinical clinical.csv` does: the six
+// models' vectors as external Arrow files, no cohort, the published clinical.csv from
+// ../shared. It returns the run directory and the fixture (its edges are the run's).
+func referenceRerun(t testing.TB) (string, *fixture) {
+	t.Helper()
+	f, emb := referenceFixture(t)
+	dir := t.TempDir()
+	md := tables.Metadata("elsewhere", "", "", nil)
+	ss := similarity.DefaultSettings()
+	for _, m := range referenceModels {
+		p := filepath.Join(dir, m+".arrow")
+		if err := tables.WriteEmbeddings(memory.DefaultAllocator, p, emb[m], len(emb[m][0].Vector), md); err != nil {
+			t.Fatal(err)
+		}
+		ss.Embeddings = append(ss.Embeddings, p)
+	}
+	rs := testSettings(t)
+	rs.ClinicalFile = filepath.Join(referenceDir(t), "clinical.csv")
+	runDir := filepath.Join(dir, "run")
+	r, err := pipeline.NewRunner([]pipeline.Stage{similarity.New(ss), New(rs)},
+		pipeline.Options{RunDir: runDir, Workers: 2, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatalf("similarity + report from external embeddings: %v", err)
+	}
+	edges, _, err := tables.ReadEdges(layout.New(runDir, pipeline.Shard{}).Edges())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.edges = edges
+	return runDir, f
+}
+
 // BenchmarkStageReference times the whole stage (read tables, six layouts, render) on the
 // 289-patient reference map.
 func BenchmarkStageReference(b *testing.B) {
@@ -233,4 +273,123 @@ func BenchmarkStageReference(b *testing.B) {
 	for b.Loop() {
 		runStage(b, runDir, s)
 	}
+}
+
+// publishedGroup is the category the published page (ImagingDataCommons/nlst-sybil-connectome,
+// docs/index.html, COLOR_SCHEMES) gives a patient of clinical.csv under a facet: the oracle
+// that the re-run's colours are compared with.
+func publishedGroup(facet string, r map[string]string) string {
+	switch facet {
+	case "sex", "smoking", "race":
+		v := r[facet]
+		if facet == "race" && !slices.Contains([]string{"White", "Black", "Asian", "Unknown"}, v) {
+			return "Other"
+		}
+		return v
+	case "age":
+		a, err := strconv.Atoi(r["age"])
+		switch {
+		case err != nil:
+			return "Unknown"
+		case a < 60:
+			return "55-59"
+		case a < 65:
+			return "60-64"
+		case a < 70:
+			return "65-69"
+		}
+		return "70-74"
+	case "stage":
+		return "Stage " + r["stage"]
+	case "cancer":
+		t := strings.ToLower(r["cancer_type"])
+		switch {
+		case strings.Contains(t, "small cell") && !strings.Contains(t, "non-small"):
+			return "Small Cell"
+		case strings.Contains(t, "squamous") || strings.Contains(t, "sq. cell"):
+			return "Squamous Cell"
+		case strings.Contains(t, "large cell"):
+			return "Large Cell"
+		case strings.Contains(t, "adenocarcinoma") || strings.Contains(t, "mucinous") || strings.Contains(t, "lepidic") ||
+			strings.Contains(t, "acinar") || strings.Contains(t, "bronchiolo"):
+			return "Adenocarcinoma"
+		case strings.Contains(t, "non-small cell") || strings.Contains(t, "neuroendocrine") || strings.Contains(t, "carcinoma"):
+			return "Other"
+		}
+		return "Unknown"
+	}
+	return ""
+}
+
+// TestReferenceRerunClinical re-runs the published 289-patient map from its embeddings alone
+// with the published clinical.csv as --clinical: every facet is available, the nodes are
+// coloured in the published page's groups (the same groups for cancer type, stage, sex, age
+// and smoking; race is finer: the published page merges the rarer races into Other), and
+// the edge labels of the busiest nodes never overlap, under every model.
+func TestReferenceRerunClinical(t *testing.T) {
+	runDir, f := referenceRerun(t)
+	m, ok, err := pipeline.ReadMarker(runDir, layout.Report, pipeline.Shard{})
+	if err != nil || !ok || m.Counts["clinical_nodes"] != 289 || m.Counts["failed"] != 0 {
+		t.Fatalf("report marker %+v (ok %v, err %v): want clinical data for all 289 nodes, no failure", m.Counts, ok, err)
+	}
+	clin := map[string]map[string]string{}
+	for _, r := range readCSV(t, filepath.Join(referenceDir(t), "clinical.csv")) {
+		clin[r["patient_id"]] = r
+	}
+	b := reporttest.New(t)
+	b.Open(t, layout.New(runDir, pipeline.Shard{}).Page(), "model=PASTA&facet=cancer")
+	disabled := reporttest.Eval[[]bool](t, b, `[...document.querySelectorAll('#facet option')].map((o) => o.disabled)`)
+	if len(disabled) != 6 || slices.Contains(disabled, true) {
+		t.Fatalf("facet options disabled %v: want all 6 available", disabled)
+	}
+	ids := reporttest.Eval[[]string](t, b, `__connectome.data.nodes.id`)
+	for _, facet := range []string{"cancer", "stage", "sex", "age", "race", "smoking"} {
+		b.Choose(t, "#facet", facet)
+		colours := reporttest.Eval[[]string](t, b, `__connectome.chart.getOption().series.find((s) => s.id === 'g').data.map((d) => d.itemStyle.color)`)
+		ours, theirs := map[string]string{}, map[string]string{} // colour → published group, group → colour
+		finer := facet == "race"
+		for i, id := range ids {
+			r := clin[id]
+			if r == nil {
+				t.Fatalf("node %s has no row in clinical.csv", id)
+			}
+			g, c := publishedGroup(facet, r), colours[i]
+			if prev, seen := ours[c]; seen && prev != g {
+				t.Errorf("%s: colour %s holds published groups %q and %q", facet, c, prev, g)
+			}
+			ours[c] = g
+			if prev, seen := theirs[g]; seen && prev != c && !finer {
+				t.Errorf("%s: published group %q has colours %s and %s", facet, g, prev, c)
+			}
+			theirs[g] = c
+		}
+		legend := reporttest.Eval[[]string](t, b, `[...document.querySelectorAll('#legend .item span:nth-child(2)')].map((s) => s.textContent)`)
+		t.Logf("%s: %d colours, %d published groups; legend %q", facet, len(ours), len(theirs), legend)
+	}
+
+	// The two busiest nodes of every model, pinned with the search box (which also zooms in).
+	b.Choose(t, "#facet", "cancer")
+	for mi, model := range referenceModels {
+		b.Choose(t, "#model", strconv.Itoa(mi))
+		indeg := map[string]int{}
+		for _, e := range f.edges {
+			if e.Model == model && e.Kind == "closest" {
+				indeg[e.MatchLesionID]++
+			}
+		}
+		hubs := slices.SortedFunc(maps.Keys(indeg), func(a, b string) int { return cmp.Or(indeg[b]-indeg[a], strings.Compare(a, b)) })
+		for _, hub := range hubs[:2] {
+			reporttest.Eval[bool](t, b, fmt.Sprintf(`(document.getElementById('search').value = '', true)`))
+			b.Do(t, chromedp.SendKeys(chromedp.CSS("#search"), hub+"\r"))
+			node := reporttest.Eval[int](t, b, `__connectome.state.node`)
+			if ids[node] != hub {
+				t.Fatalf("%s: search %s selected %s", model, hub, ids[node])
+			}
+			labels := checkLabels(t, b, node)
+			t.Logf("%s: hub %s (in %d lists): %d edge labels on screen of %d edges", model, hub, indeg[hub], len(labels), reporttest.Eval[int](t, b, `__connectome.labelEdges()`))
+		}
+	}
+	b.Choose(t, "#model", strconv.Itoa(slices.Index(referenceModels, "PASTA")))
+	keepScreenshot(t, b.Screenshot(t, "report-reference-289-clinical.png"))
+	b.CheckClean(t)
 }

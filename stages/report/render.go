@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"io/fs"
 	"strings"
 )
 
-// assets are the page template, stylesheet and script: our own code, embedded in the binary.
+// assets are the page template, stylesheet and script (our own code) and, under vendor/, the
+// pinned graph library that `make deps` fetches: all embedded in the binary.
 //
-//go:embed assets/page.html.tmpl assets/page.css assets/app.js
+//go:embed assets
 var assets embed.FS
 
 type pageView struct {
@@ -29,18 +31,28 @@ type pageView struct {
 // Security Policy allows exactly our two scripts (by hash), images only from data: URIs and
 // no connections at all, so even injected markup could neither run nor fetch anything.
 func renderPage(w io.Writer, d *pageData, lib []byte) error {
+	sub, err := fs.Sub(assets, "assets")
+	if err != nil {
+		return err
+	}
+	return renderPageWith(w, sub, d, lib)
+}
+
+// renderPageWith is renderPage with the template, style and script (page.html.tmpl,
+// page.css, app.js) read from fsys.
+func renderPageWith(w io.Writer, fsys fs.FS, d *pageData, lib []byte) error {
 	if err := checkInlineScript(lib); err != nil {
 		return fmt.Errorf("graph library cannot be inlined: %w", err)
 	}
-	tmplText, err := assets.ReadFile("assets/page.html.tmpl")
+	tmplText, err := fs.ReadFile(fsys, "page.html.tmpl")
 	if err != nil {
 		return err
 	}
-	css, err := assets.ReadFile("assets/page.css")
+	css, err := fs.ReadFile(fsys, "page.css")
 	if err != nil {
 		return err
 	}
-	app, err := assets.ReadFile("assets/app.js")
+	app, err := fs.ReadFile(fsys, "app.js")
 	if err != nil {
 		return err
 	}

@@ -5,23 +5,23 @@
 package report
 
 import (
-	"connectome/repopath"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"runtime"
 
-	"connectome/atomicfile"
+	"connectome/internal/atomicfile"
+	"connectome/internal/layout"
 	"connectome/pipeline"
 )
 
-// DefaultGraphLibrary is where scripts/fetch-web-deps.sh puts the graph library (relative
-// to the repository root).
-const DefaultGraphLibrary = "third_party/web/echarts-6.1.0.min.js"
+// GraphLibraryFile is the graph library embedded in the binary: scripts/fetch-web-deps.sh
+// (run by `make deps` and `make build`) puts it under assets/vendor/, pinned and checksummed,
+// before the binary is compiled.
+const GraphLibraryFile = "assets/vendor/echarts-6.1.0.min.js"
 
 // ModelInfo describes a model for the page's model dialog. The caller fills it from the
 // model registry (models.Spec has the same fields); models without info show their name.
@@ -37,10 +37,13 @@ type ModelInfo struct {
 // Settings decide the page. They are hashed (as JSON) into the stage's config hash.
 type Settings struct {
 	Title string `yaml:"title" json:"title"`
-	// GraphLibrary is the path of the minified graph library; relative paths are resolved
-	// against the working directory, then the repository root (the directory with go.mod
-	// above the working directory), then the executable's directory and its parents.
-	GraphLibrary string `yaml:"graph_library" json:"graph_library"`
+	// GraphLibrary, when set, is the path of a minified graph library to inline instead of
+	// the one embedded in the binary (GraphLibraryFile).
+	GraphLibrary string `yaml:"graph_library,omitempty" json:"graph_library,omitempty"`
+	// ClinicalFile, when set, is a CSV, Parquet or Arrow IPC file of clinical data (columns:
+	// ClinicalColumns) used instead of cohort/clinical.arrow: it gives runs from external
+	// embeddings (`run --from similarity --embeddings`) their colours. The CLI's --clinical.
+	ClinicalFile string `yaml:"clinical_file,omitempty" json:"clinical_file,omitempty"`
 	// Models, from the model registry (the caller fills them), feed the model information
 	// dialog. They have a YAML name so that they count in the config hash: a changed
 	// citation re-renders the page.
@@ -52,24 +55,21 @@ type Settings struct {
 
 // DefaultSettings returns the settings used when the config says nothing.
 func DefaultSettings() Settings {
-	return Settings{Title: "Tumour connectome", GraphLibrary: DefaultGraphLibrary}
+	return Settings{Title: "NLST-Sybil tumour connectome"}
 }
 
 // Validate reports settings that cannot produce a page.
 func (s Settings) Validate() error {
 	if s.Title == "" {
-		return errors.New("report: title is empty")
-	}
-	if s.GraphLibrary == "" {
-		return errors.New("report: graph_library is empty")
+		return errors.New("title is empty")
 	}
 	seen := map[string]bool{}
 	for _, m := range s.Models {
 		if m.Name == "" {
-			return errors.New("report: a model info entry has no name")
+			return errors.New("a model info entry has no name")
 		}
 		if seen[m.Name] {
-			return fmt.Errorf("report: model info %q given twice", m.Name)
+			return fmt.Errorf("model info %q given twice", m.Name)
 		}
 		seen[m.Name] = true
 	}
@@ -85,10 +85,11 @@ type Stage struct {
 func New(s Settings) *Stage { return &Stage{s: s} }
 
 // Name implements pipeline.Stage.
-func (*Stage) Name() string { return pipeline.StageReport }
+func (*Stage) Name() string { return layout.Report }
 
 // Version implements pipeline.Stage. Bump it when the page changes for the same inputs.
-func (*Stage) Version() string { return "1" }
+// Version 2: the look-alike gallery, the compare view, keyboard use and picture export.
+func (*Stage) Version() string { return "2" }
 
 // Settings implements pipeline.Stage.
 func (st *Stage) Settings() any { return st.s }
@@ -96,13 +97,14 @@ func (st *Stage) Settings() any { return st.s }
 // Run reads the run's tables and writes sc.Dir/index.html.
 func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 	if err := st.s.Validate(); err != nil {
-		return pipeline.Haltf("%w", err)
+		return pipeline.Halt(err)
 	}
 	lib, err := loadGraphLibrary(st.s.GraphLibrary)
 	if err != nil {
 		return err
 	}
-	in, err := readInputs(sc.RunDir, sc.Log)
+	lay := layout.New(sc.RunDir, sc.Shard)
+	in, err := readInputs(lay, st.s.ClinicalFile, sc.Log, sc.Fail)
 	if err != nil {
 		return err
 	}
@@ -114,7 +116,7 @@ func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 	if err != nil {
 		return err
 	}
-	out := filepath.Join(sc.Dir, "index.html")
+	out := lay.Page()
 	if err := atomicfile.Write(out, func(w io.Writer) error { return renderPage(w, data, lib) }); err != nil {
 		return pipeline.Haltf("write report: %w", err)
 	}
@@ -122,6 +124,12 @@ func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 	sc.Count("models", int64(len(data.Models)))
 	sc.Count("edges", int64(len(in.edges)))
 	sc.Count("previews", int64(data.previewCount))
+	if in.clinical != nil {
+		sc.Count("clinical_nodes", int64(data.clinicalMatched))
+		if data.clinicalMatched == 0 && len(data.Nodes.ID) > 0 {
+			sc.Log.Warn("report: no node has clinical data: do the clinical ids match the lesion or patient ids of the map?", "example_node", data.Nodes.ID[0])
+		}
+	}
 	if data.previewsDropped > 0 {
 		sc.Count("previews_dropped", int64(data.previewsDropped))
 		sc.Log.Warn("report: preview budget spent; some previews left out", "dropped", data.previewsDropped)
@@ -134,38 +142,29 @@ func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 	return nil
 }
 
-// loadGraphLibrary finds and reads the graph library; a missing file halts the run with the
-// fix.
-func loadGraphLibrary(path string) ([]byte, error) {
-	for _, p := range libraryCandidates(path) {
-		b, err := os.ReadFile(p)
-		if err == nil {
-			return b, nil
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, pipeline.Haltf("read graph library %s: %w", p, err)
-		}
-	}
-	return nil, pipeline.Haltf("graph library %s not found: run `make deps` (scripts/fetch-web-deps.sh) to fetch it", path)
+// GraphLibraryEmbedded reports whether this binary carries the graph library (it does when it
+// was built after `make deps` fetched it, as `make build` does).
+func GraphLibraryEmbedded() bool {
+	_, err := fs.Stat(assets, GraphLibraryFile)
+	return err == nil
 }
 
-func libraryCandidates(path string) []string {
-	if filepath.IsAbs(path) {
-		return []string{path}
-	}
-	out := []string{path}
-	if wd, err := os.Getwd(); err == nil {
-		if root, err := repopath.Root(wd); err == nil {
-			out = append(out, filepath.Join(root, path))
+// loadGraphLibrary reads the graph library: the file path names, or the embedded one. A
+// missing library halts the run and says how to get it.
+func loadGraphLibrary(path string) ([]byte, error) {
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, pipeline.Haltf("read graph library: %w", err)
 		}
+		return b, nil
 	}
-	if exe, err := os.Executable(); err == nil {
-		for d := filepath.Dir(exe); ; d = filepath.Dir(d) {
-			out = append(out, filepath.Join(d, path))
-			if filepath.Dir(d) == d {
-				break
-			}
-		}
+	b, err := assets.ReadFile(GraphLibraryFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, pipeline.Haltf("this binary was built without the report's graph library (%s): build it with `make build`, which fetches it first", GraphLibraryFile)
 	}
-	return out
+	if err != nil {
+		return nil, pipeline.Haltf("read embedded graph library: %w", err)
+	}
+	return b, nil
 }

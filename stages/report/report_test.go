@@ -17,8 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"connectome/internal/layout"
+	"connectome/internal/tables"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 func TestSettingsValidate(t *testing.T) {
@@ -29,7 +30,6 @@ func TestSettingsValidate(t *testing.T) {
 	}{
 		{"defaults", func(*Settings) {}, true},
 		{"no title", func(s *Settings) { s.Title = "" }, false},
-		{"no library", func(s *Settings) { s.GraphLibrary = "" }, false},
 		{"model info", func(s *Settings) { s.Models = []ModelInfo{{Name: "A"}, {Name: "B"}} }, true},
 		{"nameless model", func(s *Settings) { s.Models = []ModelInfo{{Title: "x"}} }, false},
 		{"model twice", func(s *Settings) { s.Models = []ModelInfo{{Name: "A"}, {Name: "A"}} }, false},
@@ -47,7 +47,7 @@ func TestSettingsValidate(t *testing.T) {
 func TestStageIdentity(t *testing.T) {
 	st := New(DefaultSettings())
 	var _ pipeline.Stage = st
-	if st.Name() != "report" || st.Version() != "1" {
+	if st.Name() != "report" || st.Version() != "2" {
 		t.Errorf("name %q version %q", st.Name(), st.Version())
 	}
 	if _, ok := st.Settings().(Settings); !ok {
@@ -71,8 +71,8 @@ func TestMissingGraphLibraryHalts(t *testing.T) {
 	s := DefaultSettings()
 	s.GraphLibrary = filepath.Join(t.TempDir(), "absent.min.js")
 	err := runErr(t, runDir, s)
-	if !pipeline.IsHalt(err) || !strings.Contains(err.Error(), "make deps") {
-		t.Fatalf("err = %v, want a halt that says to run make deps", err)
+	if !pipeline.IsHalt(err) || !strings.Contains(err.Error(), "absent.min.js") {
+		t.Fatalf("err = %v, want a halt that names the missing file", err)
 	}
 }
 
@@ -101,7 +101,7 @@ func TestLibraryWithScriptEndRefused(t *testing.T) {
 	if err := runErr(t, runDir, s); err == nil || !strings.Contains(err.Error(), "inlined") {
 		t.Fatalf("err = %v, want a refusal to inline", err)
 	}
-	if _, err := os.Stat(filepath.Join(runDir, "report", "index.html")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(layout.New(runDir, pipeline.Shard{}).Page()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a page was left behind: %v", err)
 	}
 }
@@ -141,6 +141,8 @@ func TestCancerFamily(t *testing.T) {
 	for in, want := range map[string]string{
 		"Adenocarcinoma, NOS": "Adenocarcinoma", "Lepidic adenocarcinoma": "Adenocarcinoma",
 		"Squamous cell carcinoma, NOS": "Squamous cell", "Small cell carcinoma, NOS": "Small cell",
+		"Sq. cell carcinoma, keratinizing, NOS": "Squamous cell", "Adenosquamous carcinoma": "Squamous cell",
+		"Combined small cell carcinoma": "Small cell", "Neuroendocrine carcinoma": "Other",
 		"Non-small cell carcinoma": "Other", "Large cell neuroendocrine carcinoma": "Large cell",
 		"Bronchioloalveolar carcinoma": "Adenocarcinoma", "Carcinoid tumor": "Carcinoid", "": "",
 	} {
@@ -159,7 +161,11 @@ func TestBuildFacets(t *testing.T) {
 		"p4": {PatientID: "p4", Age: 62, Sex: "M", Race: "Asian", Smoking: "Current", CancerType: "Adenocarcinoma, NOS", StageCode: "2", Stage: "IIA"},
 		// p5 has no clinical row.
 	}
-	fs := buildFacets(patients, clin)
+	rows := make([]*tables.Clinical, len(patients))
+	for i, p := range patients {
+		rows[i] = clin[p]
+	}
+	fs := buildFacets(rows)
 	byKey := map[string]facet{}
 	for _, f := range fs {
 		byKey[f.Key] = f
@@ -212,7 +218,7 @@ func TestBuildFacets(t *testing.T) {
 		}
 	}
 
-	none := buildFacets(patients, nil)
+	none := buildFacets(nil)
 	if len(none) != 6 {
 		t.Fatalf("%d facets without clinical data, want 6", len(none))
 	}
@@ -239,17 +245,6 @@ func TestCategorizeOverflow(t *testing.T) {
 	}
 	if cats[vals[len(vals)-1]].Name != otherLabel {
 		t.Errorf("rarest value not in Other")
-	}
-}
-
-func TestPreviewPath(t *testing.T) {
-	for id, ok := range map[string]bool{"L1": true, "1.2.3_4": true, "../etc/passwd": false, "a/b": false, `a\b`: false, "..": false, ".": false, "": false} {
-		if got := previewPath("/qc", id) != ""; got != ok {
-			t.Errorf("previewPath(%q) usable = %v, want %v", id, got, ok)
-		}
-	}
-	if previewPath("", "L1") != "" {
-		t.Error("no qc dir must mean no preview")
 	}
 }
 
@@ -369,7 +364,7 @@ func TestAgreement(t *testing.T) {
 		{ModelA: "ModelB", ModelB: "ModelC", K: 10, MeanOverlap: 0.5},
 		{ModelA: "Gone", ModelB: "ModelC", K: 5, MeanOverlap: 0.9},
 	}
-	in := &inputs{edges: f.edges, lesions: f.lesions, clinical: f.clinical, agreement: rows}
+	in := &inputs{edges: f.edges, lesions: f.lesions, clinical: clinicalByPatient(f.clinical), agreement: rows}
 	d, err := buildPage(context.Background(), DefaultSettings(), in, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -412,7 +407,7 @@ func TestAgreement(t *testing.T) {
 func TestBuildPageNodes(t *testing.T) {
 	f := synthetic(t, 30, 2, 3, 4)
 	f.edges = append(f.edges, tables.Edge{Model: "ModelA", Kind: "closest", QueryLesionID: "L00000", MatchLesionID: "EXTRA", MatchPatientID: "PX", Rank: 4, SimilarityPct: 50, CosineDistance: 0.5})
-	in := &inputs{edges: f.edges, lesions: f.lesions, clinical: f.clinical}
+	in := &inputs{edges: f.edges, lesions: f.lesions, clinical: clinicalByPatient(f.clinical)}
 	s := DefaultSettings()
 	s.Models = []ModelInfo{{Name: "ModelB", Title: "Bee"}}
 	d, err := buildPage(context.Background(), s, in, 2)
@@ -460,15 +455,20 @@ func TestPageSize289x9(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("289 nodes × 9 models with previews: %d bytes, built in %v", st.Size(), time.Since(start).Round(time.Millisecond))
-	if st.Size() >= 5<<20 {
-		t.Errorf("page is %d bytes, want < 5 MiB", st.Size())
+	if st.Size() >= 5_000_000 {
+		t.Errorf("page is %d bytes, want < 5 MB", st.Size())
 	}
 	html, _ := os.ReadFile(htmlPath)
 	d := pageJSON(t, html)
-	if len(d.Nodes.Preview) != 289 || !strings.HasPrefix(d.Nodes.Preview[0], "data:image/png;base64,") {
-		t.Errorf("previews not embedded")
+	if len(d.Nodes.Preview) != 289 {
+		t.Fatalf("%d previews, want 289", len(d.Nodes.Preview))
 	}
-	m, ok, err := pipeline.ReadMarker(runDir, "report")
+	for i, p := range d.Nodes.Preview {
+		if !strings.HasPrefix(p, "data:image/png;base64,") {
+			t.Fatalf("preview %d not embedded: %.30q", i, p)
+		}
+	}
+	m, ok, err := pipeline.ReadMarker(runDir, "report", pipeline.Shard{})
 	if err != nil || !ok || m.Counts["nodes"] != 289 || m.Counts["previews"] != 289 || m.Counts["models"] != 9 {
 		t.Errorf("marker %+v ok=%v err=%v", m, ok, err)
 	}

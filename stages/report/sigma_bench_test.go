@@ -31,7 +31,7 @@ func BenchmarkSigmaVsECharts(b *testing.B) {
 	}
 	const n = 5000
 	f := synthetic(b, n, 9, 5, 42)
-	d, err := buildPage(context.Background(), testSettings(b), &inputs{edges: f.edges, lesions: f.lesions, clinical: f.clinical}, 2)
+	d, err := buildPage(context.Background(), testSettings(b), &inputs{edges: f.edges, lesions: f.lesions, clinical: clinicalByPatient(f.clinical)}, 2)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -108,7 +108,7 @@ window.__switch = (vi) => new Promise((resolve) => {
 		sb.CheckClean(b)
 		keepScreenshot(b, sb.Screenshot(b, "report-5000-sigma.png"))
 
-		e := measurePage(b, echartsPage, n, "render=large")
+		e := measurePage(b, echartsPage, n, "render=large", false)
 		b.Logf("5000 nodes, sigma.js 4.0.4 + graphology 0.26.0: load+first render %v, model switch %v", sLoad.Round(time.Millisecond), sSwitch.Round(time.Millisecond))
 		b.Logf("5000 nodes, ECharts 6.1.0 large mode:       load+first render %v, model switch %v", e.Load.Round(time.Millisecond), e.ModelSwitch.Round(time.Millisecond))
 		b.Logf("ratio sigma/echarts: load %.2f, model switch %.2f", float64(sLoad)/float64(e.Load), float64(sSwitch)/float64(max(e.ModelSwitch, time.Millisecond)))

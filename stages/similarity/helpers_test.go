@@ -1,11 +1,8 @@
 package similarity
 
 import (
-	"io"
-	"log/slog"
+	"context"
 	"os"
-	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -13,7 +10,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
-	"connectome/arrowio"
+	"connectome/internal/layout"
+	"connectome/internal/tables"
+	"connectome/pipeline"
 )
 
 // embRow is one input row; empty lesion or patient means the column is absent (all rows of
@@ -93,7 +92,7 @@ func writeArrow(t *testing.T, path string, rows []embRow, fixed, f64 bool) {
 	t.Helper()
 	rec := embBatch(t, memory.DefaultAllocator, rows, fixed, f64)
 	defer rec.Release()
-	if err := arrowio.WriteFile(path, rec.Schema(), rec); err != nil {
+	if err := tables.WriteFile(path, rec.Schema(), rec); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -119,42 +118,47 @@ func writeParquet(t *testing.T, path string, rows []embRow, fixed, f64 bool) {
 	}
 }
 
-// recorder stands in for the engine: it keeps failures and counts.
+// recorder is the progress display of a test's stage context, and what the run recorded.
 type recorder struct {
-	t        *testing.T
+	t        testing.TB
 	runDir   string
 	dir      string
 	mem      memory.Allocator
-	mu       sync.Mutex
-	failures map[string]error
+	failures map[string]pipeline.Failure
 	counts   map[string]int64
 	done     int64
 	total    int64
 }
 
-func newRecorder(t *testing.T, runDir string) *recorder {
-	return &recorder{t: t, runDir: runDir, dir: filepath.Join(runDir, "similarity"),
-		mem: memory.DefaultAllocator, failures: map[string]error{}, counts: map[string]int64{}}
+func newRecorder(t testing.TB, runDir string) *recorder {
+	return &recorder{t: t, runDir: runDir, dir: layout.New(runDir, pipeline.Shard{}).StageDir(layout.Similarity),
+		mem: memory.DefaultAllocator, failures: map[string]pipeline.Failure{}}
 }
 
-func (r *recorder) SetTotal(n int64) { r.total = n }
-func (r *recorder) Add(n int64)      { r.done += n }
+func (r *recorder) Start(string, int64) pipeline.Bar { return r }
+func (r *recorder) SetTotal(n int64)                 { r.total = n }
+func (r *recorder) Add(n int64)                      { r.done += n }
+func (r *recorder) Finish(bool)                      {}
 
-func (r *recorder) env() env {
-	return env{
-		runDir: r.runDir, dir: r.dir, configHash: "testhash",
-		log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		fail: func(item string, err error) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.failures[item] = err
-		},
-		count: func(name string, n int64) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.counts[name] += n
-		},
-		progress: r,
-		mem:      r.mem,
+// run runs the stage in a context of its own over the recorder's run directory and records
+// its failures and counts.
+func (r *recorder) run(ctx context.Context, st *Stage) error {
+	sc, err := pipeline.NewContext(pipeline.ContextConfig{Stage: layout.Similarity, RunDir: r.runDir,
+		ConfigHash: "testhash", Mem: r.mem, Progress: r})
+	if err != nil {
+		r.t.Fatal(err)
 	}
+	runErr := st.Run(ctx, sc)
+	if err := sc.Close(); err != nil {
+		r.t.Fatal(err)
+	}
+	fs, err := sc.Failures()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, f := range fs {
+		r.failures[f.ItemID] = f
+	}
+	r.counts = sc.Counts()
+	return runErr
 }

@@ -11,9 +11,9 @@ import (
 	"strconv"
 	"testing"
 
-	"connectome/npy"
-	"connectome/repopath/repotest"
-	"connectome/tables"
+	"connectome/internal/patch"
+	"connectome/internal/tables"
+	"connectome/internal/testenv"
 )
 
 // refModels are the models of shared/reference/nlst-sybil-embeddings.
@@ -23,7 +23,7 @@ var refModels = []string{"CTClipVit", "CTFM", "Merlin", "PASTA", "SUPREME", "VIS
 // (row-major, in the order of ids).
 func loadReference(t *testing.T) (ids []string, vecs map[string][]float32, dims map[string]int) {
 	t.Helper()
-	dir := repotest.Shared(t, "reference", "nlst-sybil-embeddings")
+	dir := testenv.Shared(t, "reference", "nlst-sybil-embeddings")
 	f, err := os.Open(filepath.Join(dir, "lesions.csv"))
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -62,7 +62,7 @@ func loadReference(t *testing.T) (ids []string, vecs map[string][]float32, dims 
 		if err != nil {
 			t.Fatalf("reference data incomplete: %v", err)
 		}
-		shape, data, err := npy.ReadFloat32(nf)
+		shape, data, err := patch.ReadNPY(nf)
 		nf.Close()
 		if err != nil || len(shape) != 2 || shape[0] != len(recs)-1 {
 			t.Fatalf("%s.npy: shape %v, err %v", m, shape, err)
@@ -131,7 +131,7 @@ func TestReferenceConnectome(t *testing.T) {
 	s := DefaultSettings()
 	s.Embeddings = []string{in}
 	rec := newRecorder(t, dir)
-	if err := New(s).run(context.Background(), rec.env()); err != nil {
+	if err := rec.run(context.Background(), New(s)); err != nil {
 		t.Fatal(err)
 	}
 	if len(rec.failures) != 0 {

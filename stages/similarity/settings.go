@@ -25,14 +25,14 @@ func DefaultSettings() Settings { return Settings{K: 5} }
 // Validate reports a setting that cannot work.
 func (s Settings) Validate() error {
 	if s.K < 1 || s.K > 10000 {
-		return fmt.Errorf("similarity: k = %d, want 1..10000", s.K)
+		return fmt.Errorf("k = %d, want 1..10000", s.K)
 	}
 	if s.BlockSize < 0 {
-		return fmt.Errorf("similarity: block_size = %d, want ≥ 0 (0 = automatic)", s.BlockSize)
+		return fmt.Errorf("block_size = %d, want ≥ 0 (0 = automatic)", s.BlockSize)
 	}
 	for _, p := range s.Embeddings {
 		if p == "" {
-			return fmt.Errorf("similarity: empty path in embeddings")
+			return fmt.Errorf("empty path in embeddings")
 		}
 	}
 	return nil

@@ -4,58 +4,46 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 
-	"connectome/arrowio"
-	"connectome/knn"
+	"connectome/internal/knn"
+	"connectome/internal/layout"
+	"connectome/internal/tables"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 // Sharding implements pipeline.ShardAware: in a sharded run the stage runs once in the merge,
 // over every shard's embeddings parts, or in each shard process over the shard's query rows
 // (against all nodes), whose edge parts the merge then gathers.
-func (st *Stage) Sharding() pipeline.Sharding { return pipeline.ShardEither }
-
-// EdgePartPath is a shard's part of the edges, similarity/shard-i-of-N/edges.arrow: the top-k
-// lists of the shard's own nodes against every node.
-func EdgePartPath(runDir string, sh pipeline.Shard) string {
-	return filepath.Join(pipeline.ShardDir(runDir, pipeline.StageSimilarity, sh), "edges.arrow")
-}
-
-// embeddingPartPath mirrors embed.PartPath (embed imports the ONNX runtime; this stage must
-// not need it).
-func embeddingPartPath(runDir, model string, sh pipeline.Shard) string {
-	return filepath.Join(runDir, "embeddings", model, sh.PartName())
-}
+func (st *Stage) Sharding() pipeline.Sharding { return layout.Sharding(layout.Similarity) }
 
 // runSharded is Run for a sharded run.
-func (st *Stage) runSharded(ctx context.Context, sc *pipeline.Context, e env) error {
+func (st *Stage) runSharded(ctx context.Context, sc *pipeline.Context) error {
 	n := sc.Shard.Count
 	parts, err := embeddingParts(sc.RunDir, n)
 	if err != nil {
 		return err
 	}
 	if sc.Shard.IsPart() {
-		return st.runRows(ctx, e, sc.Shard, parts)
+		return st.runRows(ctx, sc, parts)
 	}
-	if err := edgePartsReady(sc.RunDir, n, e.configHash); err == nil {
-		return st.mergeEdges(e, n)
+	if err := edgePartsReady(sc.RunDir, n, sc.ConfigHash); err == nil {
+		return st.mergeEdges(sc, n)
 	} else {
-		e.log.Info("similarity: computing over every shard's embeddings", "reason", err)
+		sc.Log.Info("similarity: computing over every shard's embeddings", "reason", err)
 	}
 	all := slices.Concat(parts...)
 	s := *st
 	s.s.Embeddings = all
-	return s.run(ctx, e)
+	return s.run(ctx, sc)
 }
 
 // embeddingParts lists, per shard, the embeddings parts of every model, and checks that the
@@ -63,31 +51,25 @@ func (st *Stage) runSharded(ctx context.Context, sc *pipeline.Context, e env) er
 // exists, and every part carries its shard's marker's config hash, the same for all shards.
 // The halt names what is missing or mismatched.
 func embeddingParts(runDir string, n int) ([][]string, error) {
-	root := filepath.Join(runDir, "embeddings")
-	ents, err := os.ReadDir(root)
-	if err != nil && !os.IsNotExist(err) {
-		return nil, pipeline.Haltf("list embeddings parts: %w", err)
-	}
-	var modelNames []string
-	for _, ent := range ents {
-		if ent.IsDir() {
-			modelNames = append(modelNames, ent.Name())
-		}
+	all := layout.New(runDir, pipeline.AllShards(n))
+	modelNames, err := all.EmbeddingModels()
+	if err != nil {
+		return nil, pipeline.Halt(err)
 	}
 	if len(modelNames) == 0 {
-		return nil, pipeline.Haltf("no embeddings parts: %s has no <model>/part-i-of-%d.arrow; run the shards' embed stage first", root, n)
+		return nil, pipeline.Haltf("no embeddings parts: no shard of %s has an embeddings table; run the shards' embed stage first", all.StageDir(layout.Embed))
 	}
 	var problems []string
 	hash := ""
 	parts := make([][]string, n)
 	for _, sh := range pipeline.AllShards(n).Each() {
-		m, ok, err := pipeline.ReadShardMarker(runDir, pipeline.StageEmbed, sh)
+		m, ok, err := pipeline.ReadMarker(runDir, layout.Embed, sh)
 		if err != nil {
-			return nil, pipeline.Haltf("%w", err)
+			return nil, pipeline.Halt(err)
 		}
 		if !ok {
 			problems = append(problems, fmt.Sprintf("shard %d has not completed embed (no %s)", sh.Index,
-				filepath.Join(pipeline.ShardDir(runDir, pipeline.StageEmbed, sh), pipeline.MarkerFile)))
+				filepath.Join(layout.New(runDir, sh).StageDir(layout.Embed), pipeline.MarkerFile)))
 			continue
 		}
 		if hash == "" {
@@ -97,7 +79,7 @@ func embeddingParts(runDir string, n int) ([][]string, error) {
 			continue
 		}
 		for _, model := range modelNames {
-			p := embeddingPartPath(runDir, model, sh)
+			p := layout.New(runDir, sh).Embeddings(model)
 			h, err := partConfigHash(p)
 			switch {
 			case os.IsNotExist(err):
@@ -137,32 +119,33 @@ func partConfigHash(path string) (string, error) {
 	}
 	defer r.Close()
 	md := r.Schema().Metadata()
-	if i := md.FindKey(arrowio.MetaConfigHash); i >= 0 {
+	if i := md.FindKey(tables.MetaConfigHash); i >= 0 {
 		return md.Values()[i], nil
 	}
-	return "", fmt.Errorf("no %s in the schema metadata", arrowio.MetaConfigHash)
+	return "", fmt.Errorf("no %s in the schema metadata", tables.MetaConfigHash)
 }
 
 // runRows computes the shard's rows: the top-k lists of its own nodes (those of its
-// embeddings parts) against the nodes of every part, into EdgePartPath. Bad vectors of other
+// embeddings parts) against the nodes of every part, into the shard's edges table. Bad vectors of other
 // shards' nodes are theirs to report.
-func (st *Stage) runRows(ctx context.Context, e env, sh pipeline.Shard, parts [][]string) error {
+func (st *Stage) runRows(ctx context.Context, sc *pipeline.Context, parts [][]string) error {
+	sh := sc.Shard
 	if err := st.s.Validate(); err != nil {
-		return pipeline.Haltf("%w", err)
+		return pipeline.Halt(err)
 	}
 	in := &embeddings{models: map[string]*modelSet{}}
 	own := map[string]map[string]bool{} // model → ids of this shard's nodes
 	for i, ps := range parts {
 		in.fail = func(string, error) {}
 		if i == sh.Index {
-			in.fail = e.fail
+			in.fail = sc.Fail
 		}
 		for _, p := range ps {
 			before := map[string]int{}
 			for name, m := range in.models {
 				before[name] = len(m.ids)
 			}
-			if err := in.readFile(ctx, p, e.mem); err != nil {
+			if err := in.readFile(ctx, p, sc.Mem); err != nil {
 				return err
 			}
 			if i != sh.Index {
@@ -178,56 +161,37 @@ func (st *Stage) runRows(ctx context.Context, e env, sh pipeline.Shard, parts []
 			}
 		}
 	}
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range in.models {
-			if !yield(n) {
-				return
-			}
-		}
-	})
-	e.progress.SetTotal(int64(len(names)))
-	var edges []tables.Edge
+	names := slices.Sorted(maps.Keys(in.models))
+	sc.Progress(0).SetTotal(int64(len(names)))
+	md := st.metadata(sc, names, map[string]string{"connectome.shard": sh.String()})
 	var nodes int
-	for _, name := range names {
-		m := in.models[name]
-		in.models[name] = nil
-		start := time.Now()
-		ids, patients, res, lo, err := searchRows(ctx, m, own[name], st.s)
-		if err != nil {
-			return err
-		}
-		for _, kind := range []string{tables.KindClosest, tables.KindFarthest} {
-			for q := 0; q < res.N; q++ {
-				list := res.ClosestOf(q)
-				if kind == tables.KindFarthest {
-					list = res.FarthestOf(q)
-				}
-				for r, nb := range list {
-					edges = append(edges, tables.Edge{
-						Model: name, Kind: kind,
-						QueryLesionID: ids[lo+q], MatchLesionID: ids[nb.Index],
-						QueryPatientID: patients[lo+q], MatchPatientID: patients[nb.Index],
-						Rank: int32(r + 1), CosineDistance: nb.Distance,
-						SimilarityPct: max(0, 1-nb.Distance) * 100,
-					})
-				}
+	var edges int64
+	err := tables.WriteEdgeStream(sc.Mem, layout.New(sc.RunDir, sh).Edges(), md, func(emit func(tables.Edge) error) error {
+		for _, name := range names {
+			m := in.models[name]
+			in.models[name] = nil
+			start := time.Now()
+			ids, patients, res, lo, err := searchRows(ctx, m, own[name], st.s)
+			if err != nil {
+				return err
 			}
+			releaseVectors()
+			if err := emitLists(emit, name, ids, patients, res, lo); err != nil {
+				return err
+			}
+			nodes += res.N
+			edges += int64(2 * res.N * res.K)
+			sc.Log.Info("similarity rows", "model", name, "nodes", len(ids), "rows", res.N, "k", res.K, "elapsed", time.Since(start).Round(time.Millisecond))
+			sc.Progress(0).Add(1)
 		}
-		nodes += res.N
-		e.log.Info("similarity rows", "model", name, "nodes", len(ids), "rows", res.N, "k", res.K, "elapsed", time.Since(start).Round(time.Millisecond))
-		e.progress.Add(1)
-	}
-	e.count("nodes", int64(nodes))
-	e.count("models", int64(len(names)))
-	e.count("edges", int64(len(edges)))
-	md := arrowio.Metadata(st.s.PipelineVersion, st.s.IDCVersion, e.configHash, map[string]string{
-		"connectome.k":      strconv.Itoa(st.s.K),
-		"connectome.models": strings.Join(names, ","),
-		"connectome.shard":  sh.String(),
+		return nil
 	})
-	if err := tables.WriteEdges(EdgePartPath(e.runDir, sh), edges, md); err != nil {
-		return fmt.Errorf("write edges part: %w", err)
+	if err != nil {
+		return err
 	}
+	sc.Count("nodes", int64(nodes))
+	sc.Count("models", int64(len(names)))
+	sc.Count("edges", edges)
 	return nil
 }
 
@@ -236,7 +200,6 @@ func (st *Stage) runRows(ctx context.Context, e env, sh pipeline.Shard, parts []
 // the lesion_id order). lo is the first own row.
 func searchRows(ctx context.Context, m *modelSet, own map[string]bool, s Settings) (ids, patients []string, res *knn.Result, lo int, err error) {
 	ids, patients, vecs := sortByID(m)
-	n := len(ids)
 	lo, hi := -1, -1
 	for x, id := range ids {
 		if own[id] {
@@ -252,8 +215,7 @@ func searchRows(ctx context.Context, m *modelSet, own map[string]bool, s Setting
 	if hi-lo != len(own) {
 		return nil, nil, nil, 0, pipeline.Haltf("similarity of model %s: this shard's %d nodes are not a contiguous range of the lesion_id order (rows %d..%d): the parts were not made by one sharding", m.name, len(own), lo, hi)
 	}
-	dim := max(m.dim, 1)
-	res, err = knn.SearchRows(ctx, vecs, n, dim, lo, hi, knn.Options{K: s.K, BlockSize: s.BlockSize})
+	res, err = knn.SearchRows(ctx, vecs, lo, hi, knn.Options{K: s.K, BlockSize: s.BlockSize})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, nil, 0, err
@@ -267,7 +229,7 @@ func searchRows(ctx context.Context, m *modelSet, own map[string]bool, s Setting
 // shard must have completed similarity with this config.
 func edgePartsReady(runDir string, n int, hash string) error {
 	for _, sh := range pipeline.AllShards(n).Each() {
-		m, ok, err := pipeline.ReadShardMarker(runDir, pipeline.StageSimilarity, sh)
+		m, ok, err := pipeline.ReadMarker(runDir, layout.Similarity, sh)
 		switch {
 		case err != nil:
 			return err
@@ -282,17 +244,17 @@ func edgePartsReady(runDir string, n int, hash string) error {
 
 // mergeEdges gathers the shards' edge parts into edges.arrow, in the order of an unsharded
 // run, and computes agreement.arrow from them: the same tables as an unsharded run.
-func (st *Stage) mergeEdges(e env, n int) error {
+func (st *Stage) mergeEdges(sc *pipeline.Context, n int) error {
 	var edges []tables.Edge
 	models := ""
-	for _, sh := range pipeline.AllShards(n).Each() {
-		p := EdgePartPath(e.runDir, sh)
+	for i, p := range layout.New(sc.RunDir, pipeline.AllShards(n)).ShardEdges() {
+		sh := pipeline.Shard{Index: i, Count: n}
 		rows, md, err := tables.ReadEdges(p)
 		if err != nil {
 			return pipeline.Haltf("read edges part %s: %w", p, err)
 		}
-		if h := mdValue(md, arrowio.MetaConfigHash); h != e.configHash {
-			return pipeline.Haltf("edges part %s has config %.12s, this run %.12s: re-run that shard's similarity", p, h, e.configHash)
+		if h := mdValue(md, tables.MetaConfigHash); h != sc.ConfigHash {
+			return pipeline.Haltf("edges part %s has config %.12s, this run %.12s: re-run that shard's similarity", p, h, sc.ConfigHash)
 		}
 		ms := mdValue(md, "connectome.models")
 		if sh.Index == 0 {
@@ -316,33 +278,83 @@ func (st *Stage) mergeEdges(e env, n int) error {
 	if models != "" {
 		names = strings.Split(models, ",")
 	}
-	closest := make([]map[string][]string, len(names))
-	for mi := range names {
-		closest[mi] = map[string][]string{}
+	lists, nodes, err := listsFromEdges(names, edges)
+	if err != nil {
+		return err
 	}
-	nodes := map[string]map[string]bool{}
+	sc.Count("nodes", int64(nodes))
+	sc.Count("models", int64(len(names)))
+	sc.Count("edges", int64(len(edges)))
+	sc.Count("merged_parts", int64(n))
+	md := st.metadata(sc, names, nil)
+	if err := tables.WriteEdges(layout.New(sc.RunDir, sc.Shard).Edges(), edges, md); err != nil {
+		return fmt.Errorf("write edges: %w", err)
+	}
+	return st.writeAgreement(sc, md, agreement(names, lists, st.s.K))
+}
+
+// listsFromEdges gathers every model's closest lists from edges sorted as an unsharded run
+// writes them (model, kind, query, rank), and counts the query nodes of every model.
+func listsFromEdges(names []string, edges []tables.Edge) ([]closestLists, int, error) {
+	lists := make([]closestLists, len(names))
+	matches := make([][]string, len(names))
+	counts := make([][]int, len(names)) // per model, closest matches of each of l.ids
+	queries := make([]map[string]bool, len(names))
 	for _, ed := range edges {
 		mi := slices.Index(names, ed.Model)
 		if mi < 0 {
-			return pipeline.Haltf("edges parts: model %s is not in the parts' model list %q", ed.Model, models)
+			return nil, 0, pipeline.Haltf("edges parts: model %s is not in the parts' model list %q", ed.Model, strings.Join(names, ","))
 		}
-		if nodes[ed.Model] == nil {
-			nodes[ed.Model] = map[string]bool{}
+		if queries[mi] == nil {
+			queries[mi] = map[string]bool{}
 		}
-		nodes[ed.Model][ed.QueryLesionID] = true
-		if ed.Kind == tables.KindClosest {
-			closest[mi][ed.QueryLesionID] = append(closest[mi][ed.QueryLesionID], ed.MatchLesionID)
+		queries[mi][ed.QueryLesionID] = true
+		if ed.Kind != tables.KindClosest {
+			continue
+		}
+		l := &lists[mi]
+		if len(l.ids) == 0 || l.ids[len(l.ids)-1] != ed.QueryLesionID {
+			l.ids = append(l.ids, ed.QueryLesionID)
+			counts[mi] = append(counts[mi], 0)
+		}
+		matches[mi] = append(matches[mi], ed.MatchLesionID)
+		counts[mi][len(counts[mi])-1]++
+	}
+	nodes := 0
+	for mi, name := range names {
+		nodes += len(queries[mi])
+		if err := lists[mi].index(matches[mi], counts[mi]); err != nil {
+			return nil, 0, pipeline.Haltf("edges parts: model %s: %w", name, err)
 		}
 	}
-	var nn int
-	for _, m := range nodes {
-		nn += len(m)
+	return lists, nodes, nil
+}
+
+// index sets l's matches from their ids, in node order, counts[x] for node x: the same
+// count for every node.
+func (l *closestLists) index(matches []string, counts []int) error {
+	if len(l.ids) == 0 {
+		return nil
 	}
-	e.count("nodes", int64(nn))
-	e.count("models", int64(len(names)))
-	e.count("edges", int64(len(edges)))
-	e.count("merged_parts", int64(n))
-	return st.writeTables(e, models, edges, agreement(names, closest, st.s.K))
+	l.k = counts[0]
+	for x, c := range counts {
+		if c != l.k {
+			return fmt.Errorf("node %s has %d closest matches, node %s %d: the lists are not of one length", l.ids[x], c, l.ids[0], l.k)
+		}
+	}
+	row := make(map[string]int32, len(l.ids))
+	for i, id := range l.ids {
+		row[id] = int32(i)
+	}
+	l.idx = make([]int32, len(matches))
+	for i, m := range matches {
+		r, ok := row[m]
+		if !ok {
+			return fmt.Errorf("match %s is no part's node", m)
+		}
+		l.idx[i] = r
+	}
+	return nil
 }
 
 func mdValue(md arrow.Metadata, key string) string {

@@ -10,9 +10,9 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"connectome/arrowio"
+	"connectome/internal/layout"
+	"connectome/internal/tables"
 	"connectome/pipeline"
-	"connectome/tables"
 )
 
 func vec(x ...float32) []float32 { return x }
@@ -36,7 +36,7 @@ func agreementRows() []embRow {
 
 func runStage(t *testing.T, s Settings, rec *recorder) error {
 	t.Helper()
-	return New(s).run(context.Background(), rec.env())
+	return rec.run(context.Background(), New(s))
 }
 
 func TestRunDirEmbeddingsAndAgreement(t *testing.T) {
@@ -50,7 +50,7 @@ func TestRunDirEmbeddingsAndAgreement(t *testing.T) {
 				mr = append(mr, r)
 			}
 		}
-		writeArrow(t, filepath.Join(runDir, "embeddings", m+".arrow"), mr, true, false)
+		writeArrow(t, layout.New(runDir, pipeline.Shard{}).Embeddings(m), mr, true, false)
 	}
 	rec := newRecorder(t, runDir)
 	s := Settings{K: 1}
@@ -67,10 +67,18 @@ func TestRunDirEmbeddingsAndAgreement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if i := md.FindKey(arrowio.MetaConfigHash); i < 0 || md.Values()[i] != "testhash" {
+	if i := md.FindKey(tables.MetaConfigHash); i < 0 || md.Values()[i] != "testhash" {
 		t.Errorf("metadata %v lacks the config hash", md)
 	}
-	// model X, closest then farthest, queries in id order; 0.1 was stored as float32
+	checkModelX(t, edges)
+	checkEdgeOrder(t, edges)
+	checkAgreement(t, filepath.Join(rec.dir, "agreement.arrow"))
+}
+
+// checkModelX checks model X's edges of agreementRows with k = 1: closest then farthest,
+// queries in id order; 0.1 was stored as float32.
+func checkModelX(t *testing.T, edges []tables.Edge) {
+	t.Helper()
 	x := float64(float32(0.1))
 	want := []struct {
 		kind, q, m, qp, mp string
@@ -93,13 +101,23 @@ func TestRunDirEmbeddingsAndAgreement(t *testing.T) {
 			t.Errorf("edge %d = %+v, want %+v", i, e, w)
 		}
 	}
+}
+
+// checkEdgeOrder checks that edges are sorted by model, kind (closest first), query.
+func checkEdgeOrder(t *testing.T, edges []tables.Edge) {
+	t.Helper()
 	for i := 1; i < len(edges); i++ {
 		a, b := edges[i-1], edges[i]
 		if a.Model > b.Model || a.Model == b.Model && (a.Kind > b.Kind || a.Kind == b.Kind && a.QueryLesionID > b.QueryLesionID) {
 			t.Fatalf("edges not sorted at %d: %+v before %+v", i, a, b)
 		}
 	}
-	ag, _, err := tables.ReadAgreement(filepath.Join(rec.dir, "agreement.arrow"))
+}
+
+// checkAgreement checks the agreement of agreementRows' models with k = 1.
+func checkAgreement(t *testing.T, path string) {
+	t.Helper()
+	ag, _, err := tables.ReadAgreement(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,9 +219,9 @@ func TestBadVectorsFailItems(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"zero", "nan", "inf", "null"} {
-		err := rec.failures[id]
-		if err == nil || pipeline.ErrorClass(err) != pipeline.ClassInput || !strings.Contains(err.Error(), "model M") {
-			t.Errorf("failure of %s = %v", id, err)
+		f, ok := rec.failures[id]
+		if !ok || f.ErrorClass != pipeline.ClassInput || !strings.Contains(f.Message, "model M") {
+			t.Errorf("failure of %s = %+v", id, f)
 		}
 	}
 	if len(rec.failures) != 4 || rec.counts["nodes"] != 3 {
@@ -255,7 +273,7 @@ func TestHalts(t *testing.T) {
 					t.Errorf("%q does not say %q", err, w)
 				}
 			}
-			if _, statErr := os.Stat(filepath.Join(dir, "similarity", "edges.arrow")); statErr == nil {
+			if _, statErr := os.Stat(layout.New(dir, pipeline.Shard{}).Edges()); statErr == nil {
 				t.Error("edges.arrow written despite the halt")
 			}
 		})
@@ -299,7 +317,7 @@ func TestSettings(t *testing.T) {
 		}
 	}
 	st := New(DefaultSettings())
-	if st.Name() != pipeline.StageSimilarity || st.Version() == "" {
+	if st.Name() != layout.Similarity || st.Version() == "" {
 		t.Errorf("name %q version %q", st.Name(), st.Version())
 	}
 }
@@ -312,8 +330,8 @@ func TestEmbedStageFormat(t *testing.T) {
 		{LesionID: "l1", PatientID: "p1", Model: "CTFM", Vector: vec(0.9, 0.1, 0)},
 		{LesionID: "l3", PatientID: "p1", Model: "CTFM", Vector: vec(0, 0, 1)},
 	}
-	md := arrowio.Metadata("v", "idc", "h", nil)
-	if err := tables.WriteEmbeddings(filepath.Join(runDir, "embeddings", "CTFM.arrow"), rows, 3, md); err != nil {
+	md := tables.Metadata("v", "idc", "h", nil)
+	if err := tables.WriteEmbeddings(memory.DefaultAllocator, layout.New(runDir, pipeline.Shard{}).Embeddings("CTFM"), rows, 3, md); err != nil {
 		t.Fatal(err)
 	}
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
@@ -334,5 +352,35 @@ func TestEmbedStageFormat(t *testing.T) {
 	// l3 is orthogonal to both l1 and l2: the farthest tie goes to the smaller id, l1
 	if want := "c:l1>l2(p2) c:l2>l1(p1) c:l3>l1(p1) f:l1>l3(p1) f:l2>l3(p1) f:l3>l1(p1) "; got != want {
 		t.Errorf("edges %q, want %q", got, want)
+	}
+}
+
+// TestAgreementRecordsTheKUsed: a k above a model's node count gives shorter lists, and
+// agreement.arrow records the k the lists have, not the configured one (issue 20 item 10).
+func TestAgreementRecordsTheKUsed(t *testing.T) {
+	runDir := t.TempDir()
+	nodes := map[string]int{}
+	for _, m := range []string{"X", "Y", "Z"} {
+		var mr []embRow
+		for _, r := range agreementRows() {
+			if r.model == m {
+				mr = append(mr, r)
+			}
+		}
+		nodes[m] = len(mr)
+		writeArrow(t, layout.New(runDir, pipeline.Shard{}).Embeddings(m), mr, true, false)
+	}
+	rec := newRecorder(t, runDir)
+	if err := runStage(t, Settings{K: 100}, rec); err != nil {
+		t.Fatal(err)
+	}
+	ag, _, err := tables.ReadAgreement(filepath.Join(rec.dir, "agreement.arrow"))
+	if err != nil || len(ag) != 3 {
+		t.Fatalf("%d rows, %v", len(ag), err)
+	}
+	for _, a := range ag {
+		if want := int32(max(nodes[a.ModelA], nodes[a.ModelB]) - 1); a.K != want {
+			t.Errorf("%s/%s: k %d, want %d (the longer list)", a.ModelA, a.ModelB, a.K, want)
+		}
 	}
 }

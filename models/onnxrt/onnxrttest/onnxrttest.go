@@ -6,8 +6,10 @@ package onnxrttest
 import (
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 
+	"connectome/internal/testenv"
 	"connectome/models/onnxrt"
 )
 
@@ -17,10 +19,10 @@ type Env struct {
 	Err error
 }
 
-// Open locates the library (ONNXRUNTIME_LIB or the repository default) and initialises ONNX
-// Runtime once. Call it from TestMain; it never fails, Require reports the problem.
+// Open locates the library and initialises ONNX Runtime once. Call it from TestMain; it never
+// fails, Require reports the problem.
 func Open() *Env {
-	lib, err := onnxrt.LibraryPath()
+	lib, err := LibraryPath()
 	if err != nil {
 		return &Env{Err: err}
 	}
@@ -29,6 +31,31 @@ func Open() *Env {
 		return &Env{Err: err}
 	}
 	return &Env{RT: rt}
+}
+
+// LibraryPath is the library tests use: $ONNXRUNTIME_LIB, else the copy `make deps` puts in
+// the repository's third_party/onnxruntime (a test binary has no installed library beside it).
+func LibraryPath() (string, error) {
+	if os.Getenv(onnxrt.EnvLibrary) != "" {
+		return onnxrt.LibraryPath()
+	}
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "third_party", "onnxruntime", onnxrt.LibraryName), nil
+}
+
+// UseRepoLibrary points ONNXRUNTIME_LIB at the repository's library when it is unset, so that
+// code that locates the library as the binary does (beside the executable, which a test binary
+// is not) finds the one `make deps` installed. Call it from TestMain.
+func UseRepoLibrary() {
+	if os.Getenv(onnxrt.EnvLibrary) != "" {
+		return
+	}
+	if p, err := LibraryPath(); err == nil {
+		os.Setenv(onnxrt.EnvLibrary, p)
+	}
 }
 
 // Require returns the runtime, or fails the test when env CI is set and skips it otherwise.
@@ -51,8 +78,9 @@ func (e *Env) Close() {
 }
 
 // TestModelsYAML is a models file of two small test encoders (cubic and non-cubic inputs,
-// different batch sizes and axis orders), whose ONNX files onnx.WriteDemoModels writes.
-const TestModelsYAML = `models:
+// different batch sizes and axis orders), whose ONNX files encoders.WriteDemoModels writes.
+const TestModelsYAML = `obtain: the tests write these generated encoders (internal/encoders.WriteDemoModels)
+models:
   - name: test-conv-a
     title: test encoder A
     onnx: test-conv-a.onnx

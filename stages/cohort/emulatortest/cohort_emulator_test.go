@@ -4,23 +4,20 @@ import (
 	"strings"
 	"testing"
 
-	"connectome/arrowio"
-	"connectome/idcfixture"
+	"connectome/internal/idcfake"
+	"connectome/internal/tables"
 	"connectome/pipeline"
 	"connectome/stages/cohort"
-	"connectome/tables"
-
-	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
 // mainFixture covers grouping, centres, both general policies, clinical labels and every
 // bad-row failure. Geometry is chosen so centres can be computed by hand (see the tests).
-func mainFixture() *idcfixture.Fixture {
-	return &idcfixture.Fixture{Release: "idc_v23", Patients: []idcfixture.Patient{
-		{ID: "100001", Prsn: &idcfixture.Prsn{Age: 65, Gender: "1", Race: "1", Cigsmok: "1", DeStag: "110", DeType: "8140"},
-			Series: []idcfixture.Series{
+func mainFixture() *idcfake.Fixture {
+	return &idcfake.Fixture{Release: cohort.DefaultRelease, Patients: []idcfake.Patient{
+		{ID: "100001", Prsn: &idcfake.Prsn{Age: 65, Gender: "1", Race: "1", Cigsmok: "1", DeStag: "110", DeType: "8140"},
+			Series: []idcfake.Series{
 				{UID: "1.2.826.0.1.1001.1", StudyYear: 0, Slices: 10, Origin: [3]float64{-180, -200, -100}, Step: -2.5,
-					SR: &idcfixture.SR{Boxes: []idcfixture.Box{
+					SR: &idcfake.SR{Boxes: []idcfake.Box{
 						{Slice: 3, X0: 100, Y0: 120, X1: 140, Y1: 150},
 						{Slice: 4, X0: 98, Y0: 118, X1: 142, Y1: 152},
 						{Slice: 5, X0: 102, Y0: 121, X1: 138, Y1: 149},
@@ -29,22 +26,22 @@ func mainFixture() *idcfixture.Fixture {
 				// An unannotated reconstruction: never queried, never in instances.arrow.
 				{UID: "1.2.826.0.1.1001.2", StudyYear: 0, Slices: 4, Origin: [3]float64{-180, -200, -100}, Step: -5},
 			}},
-		{ID: "100002", Prsn: &idcfixture.Prsn{Age: 70, Gender: "2", Race: "2", Cigsmok: "0", DeStag: "120", DeType: "8070"},
-			Series: []idcfixture.Series{
+		{ID: "100002", Prsn: &idcfake.Prsn{Age: 70, Gender: "2", Race: "2", Cigsmok: "0", DeStag: "120", DeType: "8070"},
+			Series: []idcfake.Series{
 				{UID: "1.2.826.0.1.1002.1", StudyYear: 0, Slices: 12, Origin: [3]float64{-150, -150, -300}, Step: 1.25,
 					PixelSpacing: [2]float64{0.8, 0.8},
-					SR: &idcfixture.SR{Boxes: []idcfixture.Box{
+					SR: &idcfake.SR{Boxes: []idcfake.Box{
 						{Slice: 6, X0: 200, Y0: 200, X1: 220, Y1: 240},
 						{Slice: 7, X0: 205, Y0: 198, X1: 225, Y1: 238},
 					}}},
 				{UID: "1.2.826.0.1.1002.2", StudyYear: 1, Slices: 5, Origin: [3]float64{-150, -150, -300}, Step: 2.5,
-					SR: &idcfixture.SR{Boxes: []idcfixture.Box{{Slice: 2, X0: 10, Y0: 10, X1: 20, Y1: 20}}}},
+					SR: &idcfake.SR{Boxes: []idcfake.Box{{Slice: 2, X0: 10, Y0: 10, X1: 20, Y1: 20}}}},
 			}},
-		{ID: "100003", Prsn: &idcfixture.Prsn{Age: 60, Gender: "1", Race: "3", Cigsmok: "0", DeStag: "310", DeType: "8250"},
-			Series: []idcfixture.Series{
+		{ID: "100003", Prsn: &idcfake.Prsn{Age: 60, Gender: "1", Race: "3", Cigsmok: "0", DeStag: "310", DeType: "8250"},
+			Series: []idcfake.Series{
 				{UID: "1.2.826.0.1.1003.1", StudyYear: 0, Slices: 8, Origin: [3]float64{-170, -170, -50}, Step: -2,
 					NullGeometry: []int{5},
-					SR: &idcfixture.SR{Boxes: []idcfixture.Box{
+					SR: &idcfake.SR{Boxes: []idcfake.Box{
 						{Slice: 2, X0: 50, Y0: 50, X1: 60, Y1: 60},
 						{Slice: 3, NoGraphicData: true},
 						{Slice: 3, X0: 50, Y0: 50, X1: 60, Y1: 60, GraphicType: "POINT"},
@@ -52,20 +49,28 @@ func mainFixture() *idcfixture.Fixture {
 						{Slice: 5, X0: 50, Y0: 50, X1: 60, Y1: 60},
 					}}},
 			}},
-		{ID: "100004", Prsn: &idcfixture.Prsn{Age: 58, Gender: "1", Race: "1", Cigsmok: "1", DeStag: "123", DeType: "8140"},
-			Series: []idcfixture.Series{
+		{ID: "100004", Prsn: &idcfake.Prsn{Age: 58, Gender: "1", Race: "1", Cigsmok: "1", DeStag: "123", DeType: "8140"},
+			Series: []idcfake.Series{
 				{UID: "1.2.826.0.1.1004.1", Slices: 4, Origin: [3]float64{0, 0, 0}, Step: -2.5,
-					SR: &idcfixture.SR{Boxes: []idcfixture.Box{{Slice: 1, X0: 10, Y0: 10, X1: 30, Y1: 30}}}},
+					SR: &idcfake.SR{Boxes: []idcfake.Box{{Slice: 1, X0: 10, Y0: 10, X1: 30, Y1: 30}}}},
 			}},
-		{ID: "100005", Prsn: &idcfixture.Prsn{Age: 66, Gender: "2", Race: "1", Cigsmok: "1", DeStag: "110", DeType: "8140"},
-			Series: []idcfixture.Series{
+		{ID: "100005", Prsn: &idcfake.Prsn{Age: 66, Gender: "2", Race: "1", Cigsmok: "1", DeStag: "110", DeType: "8140"},
+			Series: []idcfake.Series{
 				{UID: "1.2.826.0.1.1005.1", Slices: 4, Origin: [3]float64{0, 0, 0}, Step: -2.5,
-					SR: &idcfixture.SR{Template: "2000", Boxes: []idcfixture.Box{{Slice: 1, X0: 10, Y0: 10, X1: 30, Y1: 30}}}},
+					SR: &idcfake.SR{Template: "2000", Boxes: []idcfake.Box{{Slice: 1, X0: 10, Y0: 10, X1: 30, Y1: 30}}}},
 			}},
 		{ID: "100006", // no nlst_prsn row
-			Series: []idcfixture.Series{
+			Series: []idcfake.Series{
 				{UID: "1.2.826.0.1.1006.1", StudyYear: 2, Slices: 4, Origin: [3]float64{0, 0, 0}, Step: -2.5,
-					SR: &idcfixture.SR{Boxes: []idcfixture.Box{{Slice: 1, X0: 10, Y0: 10, X1: 30, Y1: 30}}}},
+					SR: &idcfake.SR{Boxes: []idcfake.Box{{Slice: 1, X0: 10, Y0: 10, X1: 30, Y1: 30}}}},
+			}},
+		// Another collection, with an SR of the same analysis result and a CT series whose UID
+		// (and so SOP UIDs) collides with 100006's: a query that does not filter on
+		// collection_id gains a lesion (sr_objects) or doubles 1006.1's instances (ct_instances).
+		{ID: "900001", Collection: "nlst-decoy", Prsn: &idcfake.Prsn{Age: 61, Gender: "1", Race: "1", Cigsmok: "1", DeStag: "110", DeType: "8140"},
+			Series: []idcfake.Series{
+				{UID: "1.2.826.0.1.1006.1", StudyYear: 2, Slices: 4, Origin: [3]float64{0, 0, 0}, Step: -2.5,
+					SR: &idcfake.SR{Boxes: []idcfake.Box{{Slice: 2, X0: 100, Y0: 100, X1: 130, Y1: 130}}}},
 			}},
 	}}
 }
@@ -216,15 +221,12 @@ func TestAllLesions(t *testing.T) {
 	}
 
 	// Table metadata.
-	tb, err := arrowio.ReadFile(out.dir+"/lesions.arrow", memory.DefaultAllocator)
-	if err != nil {
-		t.Fatal(err)
+	meta := func(key string) string { return tableMeta(t, out, key) }
+	if meta(tables.MetaIDCVersion) != cohort.DefaultRelease || meta(tables.MetaConfigHash) == "" || meta("connectome.cohort.policy") != cohort.PolicyAllLesions ||
+		meta(tables.MetaPipelineVersion) != "test" || meta("connectome.cohort.analysis_result_ids") != "NLST-Sybil,nlst_sybil" {
+		t.Errorf("metadata: %s %s %s %s", meta(tables.MetaIDCVersion), meta("connectome.cohort.policy"),
+			meta(tables.MetaPipelineVersion), meta("connectome.cohort.analysis_result_ids"))
 	}
-	if tb.Meta(arrowio.MetaIDCVersion) != "idc_v23" || tb.Meta(arrowio.MetaConfigHash) == "" || tb.Meta("connectome.cohort.policy") != cohort.PolicyAllLesions ||
-		tb.Meta(arrowio.MetaPipelineVersion) != "test" {
-		t.Errorf("metadata: %v", tb.Schema.Metadata())
-	}
-	tb.Release()
 
 	// Stable ids: a second run gives the same lesion ids.
 	again := runCohort(t, emu, settings(cohort.PolicyAllLesions))
@@ -280,7 +282,7 @@ func TestMaxBytesBilledHalts(t *testing.T) {
 
 func TestMissingClinicalColumnHalts(t *testing.T) {
 	f := mainFixture()
-	for _, c := range idcfixture.DefaultColumns() {
+	for _, c := range idcfake.DefaultColumns() {
 		if c.Column != "cigsmok" {
 			f.Columns = append(f.Columns, c)
 		}

@@ -8,11 +8,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"connectome/bqemu"
-	"connectome/idcfixture"
+	"connectome/internal/idcfake"
+	"connectome/internal/tables"
 	"connectome/pipeline"
 	"connectome/stages/cohort"
-	"connectome/tables"
 )
 
 const project = "bigquery-public-data"
@@ -27,26 +26,29 @@ type outputs struct {
 	dir       string
 }
 
-// startEmulator loads the fixture into a fresh in-process emulator.
-func startEmulator(t *testing.T, f *idcfixture.Fixture) *bqemu.Emulator {
+// startEmulator loads the fixtures (each in its own release's datasets) into a fresh
+// in-process emulator.
+func startEmulator(t *testing.T, fs ...*idcfake.Fixture) *idcfake.Emulator {
 	t.Helper()
-	emu, err := bqemu.Start(project)
+	emu, err := idcfake.Start(project)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	tbls, err := f.Tables()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Load(context.Background(), tbls); err != nil {
-		t.Fatal(err)
+	for _, f := range fs {
+		tbls, err := f.Tables()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := emu.Load(context.Background(), tbls); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return emu
 }
 
 // runCohort runs the cohort stage through the engine against the emulator.
-func runCohort(t *testing.T, emu *bqemu.Emulator, s cohort.Settings) outputs {
+func runCohort(t *testing.T, emu *idcfake.Emulator, s cohort.Settings) outputs {
 	t.Helper()
 	ctx := context.Background()
 	s.BillingProject = project
@@ -99,4 +101,17 @@ func lesionsOf(ls []tables.Lesion, patient string) []tables.Lesion {
 		}
 	}
 	return out
+}
+
+// tableMeta returns a key of lesions.arrow's schema metadata ("" when absent).
+func tableMeta(t *testing.T, out outputs, key string) string {
+	t.Helper()
+	_, md, err := tables.ReadLesions(filepath.Join(out.dir, "lesions.arrow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := md.FindKey(key); i >= 0 {
+		return md.Values()[i]
+	}
+	return ""
 }

@@ -173,6 +173,17 @@ func (b *Browser) WaitReady(t testing.TB) {
 	}
 }
 
+// WaitFor waits (up to ten seconds) until the JavaScript condition is true, and fails the
+// test if it does not become true.
+func (b *Browser) WaitFor(t testing.TB, cond string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.Ctx, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingInterval(20*time.Millisecond))); err != nil {
+		t.Fatalf("waiting for %s: %v", cond, err)
+	}
+}
+
 // FileURL is the file: URL of path (made absolute).
 func FileURL(path string) string {
 	abs, _ := filepath.Abs(path)
@@ -253,6 +264,13 @@ func (b *Browser) Screenshot(t testing.TB, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return SaveArtifact(t, name, png)
+}
+
+// SaveArtifact writes a test output file (screenshot, exported picture) to $TEST_ARTIFACTS
+// (or the test's temp dir) and returns its path.
+func SaveArtifact(t testing.TB, name string, data []byte) string {
+	t.Helper()
 	dir := os.Getenv("TEST_ARTIFACTS")
 	if dir == "" {
 		dir = t.TempDir()
@@ -261,9 +279,9 @@ func (b *Browser) Screenshot(t testing.TB, name string) string {
 		t.Fatal(err)
 	}
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, png, 0o644); err != nil {
+	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("screenshot: %s", p)
+	t.Logf("artifact: %s", p)
 	return p
 }

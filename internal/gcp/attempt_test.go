@@ -1,0 +1,142 @@
+package gcp
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"connectome/pipeline"
+)
+
+// fake-gcs-server must honour the generation preconditions the run directory relies on;
+// this checks it does, through the real client.
+func TestFakeGCSHonoursPreconditions(t *testing.T) {
+	ctx := context.Background()
+	_, d, _ := newFake(t)
+	b := d.Bucket.(GCSBucket)
+	g1, err := b.WriteIf(ctx, "p/o", strings.NewReader("one"), 0)
+	if err != nil || g1 == 0 {
+		t.Fatalf("create-only write of a new object: gen %d, %v", g1, err)
+	}
+	if _, err := b.WriteIf(ctx, "p/o", strings.NewReader("two"), 0); !errors.Is(err, ErrConflict) {
+		t.Errorf("create-only write over an object: %v, want ErrConflict", err)
+	}
+	if _, err := b.WriteIf(ctx, "p/o", strings.NewReader("two"), g1+1000); !errors.Is(err, ErrConflict) {
+		t.Errorf("write with a wrong generation: %v, want ErrConflict", err)
+	}
+	g2, err := b.WriteIf(ctx, "p/o", strings.NewReader("two"), g1)
+	if err != nil || g2 == g1 {
+		t.Fatalf("write with the right generation: gen %d→%d, %v", g1, g2, err)
+	}
+	if err := b.DeleteIf(ctx, "p/o", g1); !errors.Is(err, ErrConflict) {
+		t.Errorf("delete with an old generation: %v, want ErrConflict", err)
+	}
+	objs, err := b.List(ctx, "p/")
+	if err != nil || len(objs) != 1 || objs[0].Generation != g2 || objs[0].Size != 3 {
+		t.Fatalf("listing %+v %v, want one object of generation %d", objs, err, g2)
+	}
+	if err := b.DeleteIf(ctx, "p/o", g2); err != nil {
+		t.Errorf("delete with the right generation: %v", err)
+	}
+}
+
+func holder(pid int) pipeline.Holder {
+	return pipeline.Holder{Host: "vm-" + string(rune('a'+pid%26)), PID: pid, Started: time.Now().UTC()}
+}
+
+// A second attempt at the same part takes over; the first stops at its next step with an
+// error naming the second, and none of its later uploads lands.
+func TestSecondAttemptTakesOverAndFirstStops(t *testing.T) {
+	ctx := context.Background()
+	srv, first, _ := newFake(t)
+	second, closeFn, err := Open(ctx, first.URL, t.TempDir(), ClientOptions{Endpoint: srv.URL(), MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	all := func(string) bool { return true }
+
+	rel1, err := first.Claim(ctx, "_LOCK-shard-0-of-2", holder(101))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Pull(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	write(t, first.Local, "embed/shard-0-of-2/a.arrow", "first attempt")
+	write(t, first.Local, "embed/shard-0-of-2/"+pipeline.MarkerFile, "{}")
+	if err := first.Push(ctx, "embed/shard-0-of-2/"+pipeline.MarkerFile); err != nil {
+		t.Fatal(err)
+	}
+
+	rel2, err := second.Claim(ctx, "_LOCK-shard-0-of-2", holder(202))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Pull(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	write(t, first.Local, "embed/shard-0-of-2/b.arrow", "late file of the first attempt")
+	for name, err := range map[string]error{
+		"push":       first.Push(ctx, ""),
+		"invalidate": first.Invalidate(ctx, "embed/shard-0-of-2/"+pipeline.MarkerFile),
+	} {
+		if err == nil || !strings.Contains(err.Error(), "another attempt took over") || !strings.Contains(err.Error(), "pid 202 on host vm-u") {
+			t.Errorf("first attempt's %s after the takeover: %v", name, err)
+		}
+	}
+	if got := names(t, second.Bucket, "runs/r1/embed/"); strings.Join(got, ",") != "shard-0-of-2/"+pipeline.MarkerFile+",shard-0-of-2/a.arrow" {
+		t.Errorf("objects after the takeover: %v", got)
+	}
+	// The second attempt redoes the stage: its marker and files replace the first's.
+	if err := second.Invalidate(ctx, "embed/shard-0-of-2/"+pipeline.MarkerFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(second.Local + "/embed/shard-0-of-2/a.arrow"); err != nil {
+		t.Fatal(err)
+	}
+	write(t, second.Local, "embed/shard-0-of-2/c.arrow", "second attempt")
+	write(t, second.Local, "embed/shard-0-of-2/"+pipeline.MarkerFile, "{\"by\": 2}")
+	if err := second.Push(ctx, "embed/shard-0-of-2/"+pipeline.MarkerFile); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, second.Bucket, "runs/r1/embed/"); strings.Join(got, ",") != "shard-0-of-2/"+pipeline.MarkerFile+",shard-0-of-2/c.arrow" {
+		t.Errorf("objects after the second attempt: %v", got)
+	}
+	if err := rel1(ctx); err != nil {
+		t.Errorf("the first attempt's release: %v", err)
+	}
+	if got := names(t, second.Bucket, "runs/r1/_LOCK"); len(got) != 1 {
+		t.Errorf("the first attempt's release removed the second's claim: %v", got)
+	}
+	if err := rel2(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, second.Bucket, "runs/r1/_LOCK"); len(got) != 0 {
+		t.Errorf("claim left after the release: %v", got)
+	}
+}
+
+// An object changed behind a process's back (by a writer that claimed nothing) fails the
+// upload instead of being overwritten.
+func TestUploadOverAnUnseenObjectIsRefused(t *testing.T) {
+	ctx := context.Background()
+	_, d, _ := newFake(t)
+	if _, err := d.Claim(ctx, "_LOCK", holder(7)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Pull(ctx, func(string) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Bucket.Write(ctx, "runs/r1/report/index.html", strings.NewReader("someone else's")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, d.Local, "report/index.html", "mine")
+	err := d.Push(ctx, "")
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "report/index.html") {
+		t.Fatalf("push over an unseen object: %v", err)
+	}
+}
