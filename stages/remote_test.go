@@ -21,7 +21,9 @@ import (
 )
 
 // writeLog records, for the buckets of every simulated machine, the order of object writes,
-// and fails the first write whose name ends in failName.
+// and fails the first write whose name ends in failName. A write is logged when its call
+// returns, error or not: a request cut off by a cancelled context may still have been
+// stored, and the marker-last check must see it.
 type writeLog struct {
 	mu       sync.Mutex
 	writes   []string
@@ -45,13 +47,11 @@ func (b loggedBucket) Write(ctx context.Context, name string, r io.Reader) error
 	if fail {
 		return errors.New("injected upload failure")
 	}
-	if err := b.Bucket.Write(ctx, name, r); err != nil {
-		return err
-	}
+	err := b.Bucket.Write(ctx, name, r)
 	w.mu.Lock()
 	w.writes = append(w.writes, name)
 	w.mu.Unlock()
-	return nil
+	return err
 }
 
 // runRemote runs one process against gs://bkt/run from its own working copy work (a machine
