@@ -13,9 +13,13 @@ ORT_LIB     := $(CURDIR)/third_party/onnxruntime/libonnxruntime.so.$(ORT_VERSION
 export ONNXRUNTIME_LIB ?= $(ORT_LIB)
 CONFIG      ?= configs/nlst-sybil.yaml
 GO_TEST_FLAGS ?= -count=1 -timeout 45m
+PYTHON      ?= python3
+# Environments and downloads shared by every checkout on the machine (CI's, worktrees), outside git.
+CONNECTOME_CACHE ?= $(HOME)/.cache/connectome
 
 .PHONY: help deps deps-go deps-ort deps-web deps-axe deps-debian deps-demo build test crash-test lint bench demo pipeline clean \
-	export-venv models-random models-random-ci ctvit-compare notebooks notebooks-python notebooks-published published-run
+	export-venv models-random models-random-ci ctvit-compare notebooks notebooks-python notebooks-published published-run \
+	idc-index
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,15 +78,35 @@ OTHER_PKGS = $$($(GO) list ./... | grep -v -E '^connectome/(pipeline|stages)(/|$
 # The 9 random-weight encoders (models-random-ci) for stages/embed's TestRealModelsMatchPyTorch.
 REALMODELS_ENV = CONNECTOME_REALMODELS_DIR="$(RANDOM_CI_DIR)" CONNECTOME_EXPORT_PYTHON="$(EXPORT_PY)" CONNECTOME_REALMODELS_SEED=$(RANDOM_SEED)
 
-test: deps lint models-random-ci ## everything CI runs: deps, lint, the 9 random-weight encoders, all Go tests, the crash test, the notebooks
+test: deps lint models-random-ci idc-index ## everything CI runs: deps, lint, the 9 random-weight encoders, IDC's index, all Go tests, the crash test, the notebooks
 	@echo "test: go test -race on the engine and the stages (ONNXRUNTIME_LIB=$(ONNXRUNTIME_LIB))"
-	@$(GO) test $(GO_TEST_FLAGS) -race -skip TestRealModelsMatchPyTorch $(RACE_PKGS)
+	@$(IDC_INDEX_ENV) $(GO) test $(GO_TEST_FLAGS) -race -skip TestRealModelsMatchPyTorch $(RACE_PKGS)
 	@echo "test: the 9 random-weight encoders through the embed stage against PyTorch (no race detector: the time is in ONNX Runtime and PyTorch)"
 	@$(REALMODELS_ENV) $(GO) test $(GO_TEST_FLAGS) -v -run TestRealModelsMatchPyTorch ./stages/embed | grep -E '^(=== RUN|--- |\s+realmodels_test.go|ok|FAIL|PASS)'
 	@echo "test: go test on everything else"
-	@$(GO) test $(GO_TEST_FLAGS) $(OTHER_PKGS)
+	@$(IDC_INDEX_ENV) $(GO) test $(GO_TEST_FLAGS) $(OTHER_PKGS)
 	@$(MAKE) --no-print-directory crash-test
 	@$(MAKE) --no-print-directory notebooks
+
+# IDC's own series index of the default release (testdata/idc-index: the PyPI wheel
+# idc-index-data, pinned by hash, downloaded without installing anything), for
+# stages/fetch's TestIDCIndexMatchesAssumptions. Cached outside git by the pin's hash.
+IDC_INDEX_REQ := testdata/idc-index/requirements.txt
+IDC_INDEX_DIR ?= $(CONNECTOME_CACHE)/idc-index-$(shell sha256sum $(IDC_INDEX_REQ) | cut -c1-12)
+IDC_INDEX_ENV = CONNECTOME_IDC_INDEX_DIR="$(IDC_INDEX_DIR)/pkg/idc_index_data"
+
+idc-index: $(IDC_INDEX_DIR)/.installed ## download IDC's series index (idc-index-data, pinned) for the tests
+
+$(IDC_INDEX_DIR)/.installed: $(IDC_INDEX_REQ)
+	@mkdir -p $(dir $(IDC_INDEX_DIR))
+	@flock $(IDC_INDEX_DIR).lock $(SHELL) -eu -o pipefail -c '\
+		if [ -e $@ ] && [ $@ -nt $(IDC_INDEX_REQ) ]; then exit 0; fi; \
+		echo "idc-index: downloading IDC'"'"'s series index ($(IDC_INDEX_REQ), about 80 MB) into $(IDC_INDEX_DIR)"; \
+		rm -rf $(IDC_INDEX_DIR); mkdir -p $(IDC_INDEX_DIR); \
+		$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+			-r $(IDC_INDEX_REQ) -d $(IDC_INDEX_DIR)/wheel; \
+		$(PYTHON) -m zipfile -e $(IDC_INDEX_DIR)/wheel/*.whl $(IDC_INDEX_DIR)/pkg; \
+		touch $@'
 
 # SIGKILL the demo at CRASH_POINTS seeded points (per run directory kind: local, gs:// on fake
 # GCS) spread over every stage, resume until done, compare every table (docs/durability.md).
@@ -99,8 +123,6 @@ crash-test: deps-go deps-web deps-ort ## kill -9 the demo anywhere, resume, same
 # (every package pinned) outside the repository, under $(CONNECTOME_CACHE), in a folder named
 # by the requirements' hash: a clean checkout on the same machine (CI's, another worktree's)
 # reuses it, and a change of the requirements makes a new one. pip's own cache is used as well.
-PYTHON     ?= python3
-CONNECTOME_CACHE ?= $(HOME)/.cache/connectome
 NB_VENV    ?= $(CONNECTOME_CACHE)/venv-notebooks-$(shell sha256sum notebooks/requirements.txt | cut -c1-12)
 NB_PY      := $(NB_VENV)/bin/python
 NB_OUT     ?= test-artifacts/notebooks

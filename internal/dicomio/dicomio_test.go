@@ -163,6 +163,17 @@ func TestSeriesErrors(t *testing.T) {
 				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.4.90")
 			}
 		}, dicomio.ErrUnsupported, "JPEG 2000 Image Compression (Lossless Only) (1.2.840.10008.1.2.4.90) is not supported"},
+		// The two compressed syntaxes NLST's CT holds in IDC (docs/idc-index.md).
+		{"JPEG extended", func(s *dicomsynth.Series) {
+			s.Edit = func(k int, e []*dicom.Element) []*dicom.Element {
+				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.4.51")
+			}
+		}, dicomio.ErrUnsupported, "JPEG Extended (Process 2 and 4) (1.2.840.10008.1.2.4.51) is not supported"},
+		{"JPEG lossless", func(s *dicomsynth.Series) {
+			s.Edit = func(k int, e []*dicom.Element) []*dicom.Element {
+				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.4.70")
+			}
+		}, dicomio.ErrUnsupported, "(1.2.840.10008.1.2.4.70) is not supported"},
 		{"big endian", func(s *dicomsynth.Series) {
 			s.Edit = func(k int, e []*dicom.Element) []*dicom.Element {
 				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.2")
