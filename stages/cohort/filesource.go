@@ -340,6 +340,10 @@ func (st *Stage) fromFile(ctx context.Context, sc *pipeline.Context) (*result, e
 	if err != nil {
 		return nil, pipeline.Halt(err)
 	}
+	if len(recs) == 0 {
+		// Otherwise every later stage runs on nothing and the map comes out empty.
+		return nil, pipeline.Haltf("lesion file %s has no rows (a header at most): no lesion to map", st.s.File)
+	}
 	rows, err := parseLesionRecords(recs, sc.Fail)
 	if err != nil {
 		return nil, err
