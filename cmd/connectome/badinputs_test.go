@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -12,10 +14,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
 
 	"connectome/internal/dicomio/dicomsynth"
+	"connectome/internal/tables"
 	"connectome/internal/testenv"
 )
 
@@ -23,7 +29,7 @@ import (
 // folder holds its inputs, case.txt (args, exit, message, optional ulimit) and a one-line
 // README. The case folder is copied to a temp dir D first: $D in args is that copy, $RUN is
 // $D/run. series.txt, when there, describes DICOM series written under $D/dicom (see
-// writeSeriesSpec). The expected message is looked for in stderr and, when the run recorded
+// writeSeriesSpec), embeddings.txt embeddings files written under $D (writeEmbeddingsSpec). The expected message is looked for in stderr and, when the run recorded
 // item failures, in `connectome failures`. No case may write outside $D/run, nor leave a
 // panic trace; cases marked ulimit run under a 4 GB address-space limit.
 func TestBadInputs(t *testing.T) {
@@ -104,6 +110,9 @@ func runBadInput(t *testing.T, bin, src string) {
 		t.Fatal(err)
 	}
 	if err := writeSeriesSpec(d); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeEmbeddingsSpec(d); err != nil {
 		t.Fatal(err)
 	}
 	before := listFiles(t, top)
@@ -265,6 +274,96 @@ func writeSynthSeries(dir, uid string, opt map[string]string) error {
 	if k, ok := opt["empty"]; ok {
 		i, _ := strconv.Atoi(k)
 		if err := os.Truncate(files[i], 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeEmbeddingsSpec writes the Arrow IPC embeddings files that d/embeddings.txt describes
+// under d, one line per row: FILE MODEL LESION_ID V1,V2,… (patient P<LESION_ID>). A line
+// FILE alone makes a file with no rows; FILE float64 stores that file's values as float64
+// (as other tools write them) rather than float32, so that a value beyond float32 stays finite
+// in the file. Generated for the same reason as the DICOM series: binary and synthetic.
+func writeEmbeddingsSpec(d string) error {
+	b, err := os.ReadFile(filepath.Join(d, "embeddings.txt"))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	type row struct {
+		LesionID  string    `json:"lesion_id"`
+		PatientID string    `json:"patient_id"`
+		Model     string    `json:"model"`
+		Vector    []float64 `json:"embedding"`
+	}
+	type spec struct {
+		rows []row
+		f64  bool
+		dim  int
+	}
+	files := map[string]*spec{}
+	var order []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		s := files[f[0]]
+		if s == nil {
+			s = &spec{dim: 1}
+			files[f[0]] = s
+			order = append(order, f[0])
+		}
+		switch {
+		case len(f) == 2 && f[1] == "float64":
+			s.f64 = true
+		case len(f) == 4:
+			r := row{LesionID: f[2], PatientID: "P" + f[2], Model: f[1]}
+			for _, v := range strings.Split(f[3], ",") {
+				x, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					return fmt.Errorf("embeddings.txt: %q: %w", line, err)
+				}
+				r.Vector = append(r.Vector, x)
+			}
+			s.rows, s.dim = append(s.rows, r), len(r.Vector)
+		case len(f) != 1:
+			return fmt.Errorf("embeddings.txt: %q: want FILE MODEL LESION_ID VALUES, FILE float64 or FILE", line)
+		}
+	}
+	for _, name := range order {
+		s, path := files[name], filepath.Join(d, name)
+		if !s.f64 {
+			rows := make([]tables.Embedding, len(s.rows))
+			for i, r := range s.rows {
+				rows[i] = tables.Embedding{LesionID: r.LesionID, PatientID: r.PatientID, Model: r.Model, Vector: make([]float32, len(r.Vector))}
+				for k, x := range r.Vector {
+					rows[i].Vector[k] = float32(x)
+				}
+			}
+			if err := tables.WriteEmbeddings(memory.DefaultAllocator, path, rows, s.dim, arrow.Metadata{}); err != nil {
+				return err
+			}
+			continue
+		}
+		// The project's schema and IPC writer, with float64 values.
+		fields := tables.EmbeddingsSchema(s.dim, arrow.Metadata{}).Fields()
+		fields[3].Type = arrow.FixedSizeListOf(int32(s.dim), arrow.PrimitiveTypes.Float64)
+		schema := arrow.NewSchema(fields, nil)
+		js, err := json.Marshal(s.rows)
+		if err != nil {
+			return err
+		}
+		rec, _, err := array.RecordFromJSON(memory.DefaultAllocator, schema, bytes.NewReader(js))
+		if err != nil {
+			return fmt.Errorf("embeddings.txt: %s: %w", name, err)
+		}
+		err = tables.WriteFile(path, schema, rec)
+		rec.Release()
+		if err != nil {
 			return err
 		}
 	}

@@ -51,13 +51,14 @@ func TestFileSourceBadInputs(t *testing.T) {
 	if err := os.Truncate(empty[2], 0); err != nil {
 		t.Fatal(err)
 	}
-	csv := "lesion_id,patient_id,series_instance_uid,center_x_mm,center_y_mm,center_z_mm\n" +
-		"G,good,1.1,-5,-4,-45\n" +
-		"M,mr,1.2,-5,-4,-45\n" +
-		"T,trunc,1.3,-5,-4,-45\n" +
-		"E,empty,1.4,-5,-4,-45\n" +
-		"D,good,1.1,-5,-4,-45\n" +
-		"D,good,1.1,-2,-1,-40\n"
+	csv := "lesion_id,patient_id,series_instance_uid,center_x_mm,center_y_mm,center_z_mm,de_stag\n" +
+		"G,good,1.1,-5,-4,-45,110\n" +
+		"M,mr,1.2,-5,-4,-45,\n" +
+		"T,trunc,1.3,-5,-4,-45,\n" +
+		"E,empty,1.4,-5,-4,-45,\n" +
+		"D,good,1.1,-5,-4,-45,\n" +
+		"D,good,1.1,-2,-1,-40,\n" +
+		"S,staged,1.1,-5,-4,-45,777\n"
 	runDir := runFileCohort(t, tmp, dcm, csv)
 	ls, _, err := tables.ReadLesions(layout.New(runDir, pipeline.Shard{}).Lesions())
 	if err != nil || len(ls) != 1 || ls[0].LesionID != "G" {
@@ -68,10 +69,11 @@ func TestFileSourceBadInputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"M": "Modality MR: not a CT image",
-		"T": "unreadable file beside it: read header " + trunc[3],
-		"E": "unreadable file beside it: read header " + empty[2] + ": file is 0 bytes",
-		"D": `lesion file rows 5, 6 all have lesion_id "D"`,
+		"M":      "Modality MR: not a CT image",
+		"T":      "unreadable file beside it: read header " + trunc[3],
+		"E":      "unreadable file beside it: read header " + empty[2] + ": file is 0 bytes",
+		"D":      `lesion file rows 5, 6 all have lesion_id "D"`,
+		"staged": `lesion file row 7 (patient staged): de_stag "777" is not an AJCC stage code`,
 	}
 	got := map[string]string{}
 	for _, f := range fs {

@@ -114,6 +114,10 @@ func (st *Stage) write(sc *pipeline.Context, res *result) error {
 	sc.Count("patients", int64(len(patients)))
 	sc.Count("instances", int64(len(res.instances)))
 	sc.Log.Info("cohort written", "lesions", len(res.lesions), "patients", len(patients), "instances", len(res.instances))
+	if len(res.lesions) < 2 {
+		// Said here, before the later stages run: a map links lesions, so it needs two.
+		sc.Log.Warn("cohort: fewer than 2 lesions (see the failures and the policy's counters): the map will have no links", "lesions", len(res.lesions))
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package cohort
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"os"
@@ -129,6 +130,43 @@ func TestLabels(t *testing.T) {
 	}
 }
 
+// A stage the file cohort cannot read is its patient's error, naming the row, the column and
+// the value; the patient's other rows and the other patients are read on.
+func TestFileClinicalStage(t *testing.T) {
+	l, err := LoadLabels()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		rec   record
+		stage string // the label read, when no error
+		err   string
+	}{
+		{record{"de_stag": "110"}, "IA", ""},
+		{record{"stage_code": "777"}, "", `row 1 (patient P): stage_code "777" is not an AJCC stage code`},
+		{record{"de_stag": "x"}, "", `row 1 (patient P): de_stag "x" is not an AJCC stage code`},
+		{record{"de_stag_mapped": "3"}, "IIB", ""},
+		{record{"stage": "IIA"}, "IIA", ""},
+		{record{"stage": "9"}, "", `row 1 (patient P): stage "9" is neither a stage label nor the published index 0..6`},
+	} {
+		c.rec["patient_id"] = "P"
+		recs := []record{c.rec, {"patient_id": "P", "stage_code": "555"}, {"patient_id": "Q", "age": "60"}}
+		clin, bad := fileClinical(recs, l, func(i int) string { return fmt.Sprintf("row %d", i+1) })
+		if clin["Q"].Age != 60 {
+			t.Errorf("%v: patient Q not read: %+v", c.rec, clin["Q"])
+		}
+		if c.err == "" {
+			if clin["P"].Stage != c.stage || !strings.Contains(fmt.Sprint(bad["P"]), `row 2 (patient P): stage_code "555"`) {
+				t.Errorf("%v: stage %q (want %q), error %v", c.rec, clin["P"].Stage, c.stage, bad["P"])
+			}
+			continue
+		}
+		if err := bad["P"]; err == nil || !strings.Contains(err.Error(), c.err) || len(bad) != 1 {
+			t.Errorf("%v: errors %v, want P's to contain %q", c.rec, bad, c.err)
+		}
+	}
+}
+
 // The published export (734 records) read as a cohort file: the preset's last step keeps
 // the patients with exactly one record, the 289 of the published map.
 func TestFileSourcePublishedRecords(t *testing.T) {
@@ -161,9 +199,9 @@ func TestFileSourcePublishedRecords(t *testing.T) {
 		t.Errorf("all-lesions keeps %d", len(kept))
 	}
 	l, _ := LoadLabels()
-	clin, err := fileClinical(recs, l)
-	if err != nil {
-		t.Fatal(err)
+	clin, bad := fileClinical(recs, l, func(i int) string { return fmt.Sprintf("row %d", i+1) })
+	if len(bad) != 0 {
+		t.Fatal(bad)
 	}
 	if c := clin["100242"]; c.CancerTypeCode != "8250" || c.CancerType != "Lepidic adenocarcinoma" || c.StageCode != "110" || c.Stage != "IA" {
 		t.Errorf("clinical from lesion columns: %+v", c)

@@ -189,34 +189,58 @@ func dropDuplicates(in []fileLesion, fail func(string, error)) []fileLesion {
 // race, smoking, cancer_type_code, cancer_type, stage_code, stage) or the lesion file's own
 // columns (also the published export's de_type, de_type_label, de_stag, de_stag_mapped). Codes
 // are mapped with the NLST labels; a value that is not a code is kept as the label. A stage
-// given as 0..6 (the published index) is mapped back to its AJCC code.
-func fileClinical(recs []record, labels *Labels) (map[string]tables.Clinical, error) {
-	out := map[string]tables.Clinical{}
-	for _, r := range recs {
+// given as 0..6 (the published index) is mapped back to its AJCC code. A stage that cannot be
+// read is that patient's error in bad (the first one, its row named by where(i)): the caller
+// fails the patient, as the BigQuery source fails an unknown de_stag, and the rest go on.
+func fileClinical(recs []record, labels *Labels, where func(i int) string) (clin map[string]tables.Clinical, bad map[string]error) {
+	clin, bad = map[string]tables.Clinical{}, map[string]error{}
+	for i, r := range recs {
 		p := r["patient_id"]
-		if p == "" {
+		if p == "" || bad[p] != nil {
 			continue
 		}
-		c, ok := out[p]
+		c, ok := clin[p]
 		if !ok {
 			c = tables.Clinical{PatientID: p, Age: -1}
 		}
 		if err := addRecord(&c, r, labels); err != nil {
-			return nil, fmt.Errorf("patient %s: %w", p, err)
+			bad[p] = fmt.Errorf("%s (patient %s): %w", where(i), p, err)
+			continue
 		}
-		out[p] = c
+		clin[p] = c
 	}
-	return out, nil
+	return clin, bad
+}
+
+// dropBadClinical fails each patient of rows that bad holds, once, and drops its rows.
+// Patients the cohort does not keep are not failed: a clinical file may list many more.
+func dropBadClinical(rows []fileLesion, bad map[string]error, fail func(string, error)) []fileLesion {
+	failed := map[string]bool{}
+	return slices.DeleteFunc(rows, func(f fileLesion) bool {
+		p := f.lesion.PatientID
+		err := bad[p]
+		if err != nil && !failed[p] {
+			failed[p] = true
+			fail(p, pipeline.Itemf(pipeline.ClassInput, p, "%w", err))
+		}
+		return err != nil
+	})
 }
 
 // first returns the first non-empty value of keys in r.
 func (r record) first(keys ...string) string {
+	_, v := r.firstCol(keys...)
+	return v
+}
+
+// firstCol is first with the column the value came from, for messages.
+func (r record) firstCol(keys ...string) (col, v string) {
 	for _, k := range keys {
 		if v := r[k]; v != "" {
-			return v
+			return k, v
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // labelOf maps a code with m; a value that is not a code is kept as the label.
@@ -254,15 +278,15 @@ func addRecord(c *tables.Clinical, r record, labels *Labels) error {
 // addStage sets the stage from an AJCC code (stage_code, de_stag), else from a stage label
 // or the published index 0..6 (stage, de_stag_mapped).
 func addStage(c *tables.Clinical, r record, labels *Labels) error {
-	if v := r.first("stage_code", "de_stag"); v != "" {
+	if col, v := r.firstCol("stage_code", "de_stag"); v != "" {
 		s, ok := labels.Stage[v]
 		if !ok {
-			return fmt.Errorf("unknown AJCC stage code %q", v)
+			return fmt.Errorf("%s %q is not an AJCC stage code (known: configs/nlst-labels.yaml)", col, v)
 		}
 		c.StageCode, c.Stage = v, s.Label
 		return nil
 	}
-	v := r.first("stage", "de_stag_mapped")
+	col, v := r.firstCol("stage", "de_stag_mapped")
 	if v == "" {
 		return nil
 	}
@@ -273,7 +297,7 @@ func addStage(c *tables.Clinical, r record, labels *Labels) error {
 	}
 	code, ok := labels.stageByIndex(i)
 	if !ok {
-		return fmt.Errorf("stage index %d is not 0..6", i)
+		return fmt.Errorf("%s %q is neither a stage label nor the published index 0..6", col, v)
 	}
 	c.StageCode, c.Stage = code, labels.Stage[code].Label
 	return nil
@@ -316,15 +340,20 @@ func (st *Stage) fromFile(ctx context.Context, sc *pipeline.Context) (*result, e
 	if err != nil {
 		return nil, pipeline.Halt(err)
 	}
+	if len(recs) == 0 {
+		// Otherwise every later stage runs on nothing and the map comes out empty.
+		return nil, pipeline.Haltf("lesion file %s has no rows (a header at most): no lesion to map", st.s.File)
+	}
 	rows, err := parseLesionRecords(recs, sc.Fail)
 	if err != nil {
 		return nil, err
 	}
 	rows = filePolicy(st.s.Policy, rows)
-	clin, err := st.fileClinicalRecords(recs, labels)
+	clin, bad, err := st.fileClinicalRecords(recs, labels)
 	if err != nil {
 		return nil, err
 	}
+	rows = dropBadClinical(rows, bad, sc.Fail)
 	scan, err := scanDICOMDir(ctx, st.s.DICOMDir, sc.Workers)
 	if err != nil {
 		return nil, err
@@ -364,20 +393,23 @@ func (st *Stage) fromFile(ctx context.Context, sc *pipeline.Context) (*result, e
 }
 
 // fileClinicalRecords reads the clinical columns of the lesion file's records and of the
-// clinical file, when there is one.
-func (st *Stage) fileClinicalRecords(recs []record, labels *Labels) (map[string]tables.Clinical, error) {
+// clinical file, when there is one; bad is as fileClinical gives it.
+func (st *Stage) fileClinicalRecords(recs []record, labels *Labels) (clin map[string]tables.Clinical, bad map[string]error, err error) {
+	n := len(recs)
 	if st.s.ClinicalFile != "" {
 		extra, err := readRecords(st.s.ClinicalFile, memory.DefaultAllocator)
 		if err != nil {
-			return nil, pipeline.Halt(err)
+			return nil, nil, pipeline.Halt(err)
 		}
 		recs = append(slices.Clone(recs), extra...)
 	}
-	clin, err := fileClinical(recs, labels)
-	if err != nil {
-		return nil, pipeline.Haltf("clinical columns: %w", err)
-	}
-	return clin, nil
+	clin, bad = fileClinical(recs, labels, func(i int) string {
+		if i < n {
+			return fmt.Sprintf("lesion file row %d", i+1)
+		}
+		return fmt.Sprintf("clinical file %s row %d", st.s.ClinicalFile, i-n+1)
+	})
+	return clin, bad, nil
 }
 
 // wholeSeries checks that the slices of a series are evenly spaced, with none missing.

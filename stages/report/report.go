@@ -138,6 +138,9 @@ func (st *Stage) Run(ctx context.Context, sc *pipeline.Context) error {
 		sc.Count("previews_broken", int64(data.previewsBroken))
 		sc.Log.Warn("report: unreadable QC previews left out", "count", data.previewsBroken)
 	}
+	if len(in.edges) == 0 {
+		sc.Log.Warn("report: the map has no edges: no model has 2 nodes with usable embeddings (see the similarity stage's warnings)", "path", out, "nodes", len(data.Nodes.ID))
+	}
 	sc.Log.Info("report written", "path", out, "nodes", len(data.Nodes.ID), "models", len(data.Models))
 	return nil
 }

@@ -323,6 +323,9 @@ func (m *modelSet) addVector(v *vectors, i int) string {
 	v.copyTo(row, i)
 	if msg := checkVector(row); msg != "" {
 		m.vecs.Truncate(m.vecs.Len() - 1)
+		if bad := v.badValue(i); bad != "" {
+			return bad
+		}
 		return msg
 	}
 	return ""
@@ -334,8 +337,7 @@ func checkVector(v []float32) string {
 	for _, x := range v {
 		f := float64(x)
 		if math.IsNaN(f) || math.IsInf(f, 0) {
-			// float64 input beyond ±3.4e38 is finite but becomes ±Inf as float32
-			return "has a value that is not a finite float32 (NaN, ±Inf, a null, or beyond ±3.4e38)"
+			return "has a value that is not a finite float32"
 		}
 		ss += f * f
 	}
@@ -406,6 +408,31 @@ func (v *vectors) isNull(i int) bool { return v.list.IsNull(i) }
 func (v *vectors) len(i int) int {
 	s, e := v.offs(i)
 	return int(e - s)
+}
+
+// badValue names row i's first value that is no finite float32 and why, for the failure
+// message ("" if none): a finite float64 beyond float32's range is said to be that, not
+// called non-finite.
+func (v *vectors) badValue(i int) string {
+	s, e := v.offs(i)
+	for k := s; k < e; k++ {
+		var x float64
+		switch {
+		case v.vals.IsNull(int(k)):
+			return fmt.Sprintf("value %d is null", k-s)
+		case v.f32 != nil:
+			x = float64(v.f32[k])
+		default:
+			x = v.f64[k]
+		}
+		switch {
+		case math.IsNaN(x) || math.IsInf(x, 0):
+			return fmt.Sprintf("value %d is %v", k-s, x)
+		case math.IsInf(float64(float32(x)), 0):
+			return fmt.Sprintf("value %d is %g, beyond the float32 range (±3.4e38) the stage computes in", k-s, x)
+		}
+	}
+	return ""
 }
 
 // copyTo writes row i into dst (len(dst) values) as float32 (float64 input is rounded: the

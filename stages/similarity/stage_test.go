@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"connectome/internal/layout"
@@ -201,6 +203,26 @@ func TestPatientIDAsNodeID(t *testing.T) {
 	}
 }
 
+// A float64 value beyond float32's range is finite: its failure says it is out of range, not
+// that it is NaN or infinite (issue 20 item 13); float32's largest value itself is fine.
+func TestBadValueFloat64Overflow(t *testing.T) {
+	a, _, err := array.FromJSON(memory.DefaultAllocator, arrow.FixedSizeListOf(2, arrow.PrimitiveTypes.Float64),
+		strings.NewReader(`[[1, -1e39], [1, 3.4028234663852886e38], [null, 1]]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Release()
+	v, err := vectorsOf(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"value 1 is -1e+39, beyond the float32 range (±3.4e38)", "", "value 0 is null"} {
+		if got := v.badValue(i); (want == "") != (got == "") || !strings.Contains(got, want) {
+			t.Errorf("row %d: %q, want %q", i, got, want)
+		}
+	}
+}
+
 func TestBadVectorsFailItems(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "in.arrow")
@@ -218,10 +240,10 @@ func TestBadVectorsFailItems(t *testing.T) {
 	if err := runStage(t, Settings{K: 1, Embeddings: []string{path}}, rec); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"zero", "nan", "inf", "null"} {
+	for id, why := range map[string]string{"zero": "has zero norm", "nan": "value 0 is NaN", "inf": "value 0 is -Inf", "null": "is null"} {
 		f, ok := rec.failures[id]
-		if !ok || f.ErrorClass != pipeline.ClassInput || !strings.Contains(f.Message, "model M") {
-			t.Errorf("failure of %s = %+v", id, f)
+		if !ok || f.ErrorClass != pipeline.ClassInput || !strings.Contains(f.Message, "model M: embedding "+why) {
+			t.Errorf("failure of %s = %+v, want %q", id, f, why)
 		}
 	}
 	if len(rec.failures) != 4 || rec.counts["nodes"] != 3 {
