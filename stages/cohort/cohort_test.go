@@ -147,6 +147,7 @@ func TestFileClinicalStage(t *testing.T) {
 		{record{"de_stag": "x"}, "", `row 1 (patient P): de_stag "x" is not an AJCC stage code`},
 		{record{"de_stag_mapped": "3"}, "IIB", ""},
 		{record{"stage": "IIA"}, "IIA", ""},
+		{record{"stage": "210"}, "IIA", ""}, // an AJCC code in stage, as the README allows
 		{record{"stage": "9"}, "", `row 1 (patient P): stage "9" is neither a stage label nor the published index 0..6`},
 	} {
 		c.rec["patient_id"] = "P"

@@ -275,8 +275,8 @@ func addRecord(c *tables.Clinical, r record, labels *Labels) error {
 	return addStage(c, r, labels)
 }
 
-// addStage sets the stage from an AJCC code (stage_code, de_stag), else from a stage label
-// or the published index 0..6 (stage, de_stag_mapped).
+// addStage sets the stage from an AJCC code (stage_code, de_stag), else from a stage label,
+// an AJCC code or the published index 0..6 (stage, de_stag_mapped).
 func addStage(c *tables.Clinical, r record, labels *Labels) error {
 	if col, v := r.firstCol("stage_code", "de_stag"); v != "" {
 		s, ok := labels.Stage[v]
@@ -288,6 +288,10 @@ func addStage(c *tables.Clinical, r record, labels *Labels) error {
 	}
 	col, v := r.firstCol("stage", "de_stag_mapped")
 	if v == "" {
+		return nil
+	}
+	if s, ok := labels.Stage[v]; ok { // an AJCC code, as the report's --clinical file allows
+		c.StageCode, c.Stage = v, s.Label
 		return nil
 	}
 	i, err := strconv.Atoi(v)
