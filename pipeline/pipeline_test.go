@@ -303,6 +303,64 @@ func TestStoppedRunResumesToIdenticalOutput(t *testing.T) {
 	}
 }
 
+// machineLocalSquare is the square stage with its output declared machine-local, as the
+// fetch stage's DICOM cache is.
+type machineLocalSquare struct{ *squareStage }
+
+func (machineLocalSquare) MachineLocal() bool { return true }
+
+// A complete machine-local stage runs again, before the stage after it, when that stage runs
+// (a resumed run on a new machine); not when the run has nothing left to do, and a stage
+// without the declaration stays skipped.
+func TestMachineLocalStageRunsAgainBeforeItsReader(t *testing.T) {
+	for _, local := range []bool{false, true} {
+		t.Run(fmt.Sprint("machine-local=", local), func(t *testing.T) {
+			dir := t.TempDir()
+			p := newTestPipeline(12, 2)
+			stages := p.stages()
+			if local {
+				stages[1] = machineLocalSquare{p.square}
+			}
+			runStages := func(opt Options) *Summary {
+				t.Helper()
+				opt.RunDir, opt.Items = dir, itemSource(dir)
+				r, err := NewRunner(stages, opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sum, err := r.Run(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return sum
+			}
+			runStages(Options{})
+			want := result(t, dir)
+			runStages(Options{Resume: true})
+			if n := p.runs[1].Load(); n != 1 {
+				t.Fatalf("square ran %d times with nothing left to do, want 1", n)
+			}
+			if err := os.Remove(filepath.Join(dir, "sum", MarkerFile)); err != nil {
+				t.Fatal(err)
+			}
+			sum := runStages(Options{Resume: true})
+			wantRuns, wantStatus := int32(1), "skipped"
+			if local {
+				wantRuns, wantStatus = 2, "done"
+			}
+			if n, st := p.runs[1].Load(), sum.Stages[1].Status; n != wantRuns || st != wantStatus {
+				t.Errorf("square ran %d times, status %s; want %d, %s", n, st, wantRuns, wantStatus)
+			}
+			if p.runs[0].Load() != 1 || p.runs[2].Load() != 2 {
+				t.Errorf("list ran %d times, sum %d: want 1 and 2", p.runs[0].Load(), p.runs[2].Load())
+			}
+			if got := result(t, dir); got != want {
+				t.Errorf("result after the rerun:\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+}
+
 func TestConfigChangeRerunsStageAndDownstreamOnly(t *testing.T) {
 	dir := t.TempDir()
 	p := newTestPipeline(10, 2)

@@ -436,7 +436,21 @@ func (r *Runner) plan() ([]int, error) {
 		r.setStatus(i, "pending", nil)
 		torun = append(torun, i)
 	}
+	// A complete stage whose output stays on the machine runs again before the first stage
+	// that runs, when that stage reads it: its marker may come from another machine.
+	for len(torun) > 0 && torun[0] > r.from && machineLocal(r.stages[torun[0]-1]) {
+		i := torun[0] - 1
+		o.Log.Info("stage runs again: its output stays on the machine that ran it, and the next stage needs it",
+			"stage", r.names[i], "next", r.names[torun[0]])
+		r.setStatus(i, "pending", nil)
+		torun = append([]int{i}, torun...)
+	}
 	return torun, nil
+}
+
+func machineLocal(s Stage) bool {
+	m, ok := s.(MachineLocal)
+	return ok && m.MachineLocal()
 }
 
 // preflight lets every stage that will run check what would halt it, before any runs.

@@ -42,6 +42,13 @@ type Preflighter interface {
 	Preflight(ctx context.Context) error
 }
 
+// MachineLocal is implemented by a stage whose real output stays on the machine that ran
+// it (fetch's DICOM cache, never part of a remote run directory): its marker says the stage
+// was done, not that this machine holds the output, and a new machine after a preemption
+// does not. Such a stage runs again whenever the stage right after it runs, and is expected
+// to find its output in place cheaply when it is there (a warm cache: no download).
+type MachineLocal interface{ MachineLocal() bool }
+
 // Publisher is implemented by a stage whose directory holds work files that no other process
 // reads (a shard's intermediate tensors, uncommitted parts). Published reports whether the
 // file at rel (slash-separated, relative to the stage's directory) is an output that other

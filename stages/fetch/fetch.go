@@ -75,6 +75,11 @@ func (st *Stage) Version() string { return Version }
 // Streams implements pipeline.Streamer: lesions go to preprocess as their slices arrive.
 func (st *Stage) Streams() bool { return true }
 
+// MachineLocal implements pipeline.MachineLocal: the DICOM cache stays on the machine (a
+// remote run directory excludes it), so a resumed run on a new machine fetches again what
+// preprocess still needs; with the cache in place the stage only checks it.
+func (st *Stage) MachineLocal() bool { return true }
+
 // Sharding implements pipeline.ShardAware: a shard fetches its own lesions' slices.
 func (st *Stage) Sharding() pipeline.Sharding { return layout.Sharding(layout.Fetch) }
 

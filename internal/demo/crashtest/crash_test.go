@@ -262,6 +262,9 @@ func (h *harness) crashRuns(t *testing.T, rng *rand.Rand, points int, ref string
 			done[layout.Cohort] = true
 		}
 		hits := map[string]int{}
+		// The killed attempts' logs, shown when the chain fails: the cause is often in an
+		// earlier attempt than the one that fails.
+		var attempts []string
 		for k := 0; k < perChain && kills < points; k++ {
 			if !slices.ContainsFunc(stageWeights, func(s struct {
 				name   string
@@ -277,6 +280,7 @@ func (h *harness) crashRuns(t *testing.T, rng *rand.Rand, points int, ref string
 			}
 			kills++
 			landed[where.stages]++
+			attempts = append(attempts, fmt.Sprintf("--- attempt killed in %s (kill %d):\n%s", where.stages, kills, where.log))
 			// Two kills per stage and chain: later kills go to other stages and chains.
 			if hits[where.target]++; hits[where.target] >= 2 {
 				done[where.target] = true
@@ -284,17 +288,17 @@ func (h *harness) crashRuns(t *testing.T, rng *rand.Rand, points int, ref string
 			note := d.afterKill(t, rng)
 			t.Logf("kill %d (chain %d): in %s (target %s +%v)%s", kills, chain, where.stages, where.target, where.delay.Round(time.Millisecond), note)
 			if err := d.check(t); err != nil {
-				t.Fatalf("after kill %d (in %s): %v", kills, where.stages, err)
+				t.Fatalf("after kill %d (in %s): %v\n%s", kills, where.stages, err, strings.Join(attempts, ""))
 			}
 		}
 		c := h.start(t, d)
 		for range c.events {
 		}
 		if err := <-c.exited; err != nil {
-			t.Fatalf("chain %d: the resumed run to the end: %v\n%s", chain, err, c.logText())
+			t.Fatalf("chain %d: the resumed run to the end: %v\n%s--- the resumed run to the end:\n%s", chain, err, strings.Join(attempts, ""), c.logText())
 		}
 		if err := d.check(t); err != nil {
-			t.Fatalf("chain %d after completion: %v", chain, err)
+			t.Fatalf("chain %d after completion: %v\n%s", chain, err, strings.Join(attempts, ""))
 		}
 		compareTables(t, fmt.Sprintf("chain %d", chain), want, d.tables(t))
 		chain++
@@ -315,6 +319,7 @@ func (h *harness) crashRuns(t *testing.T, rng *rand.Rand, points int, ref string
 type landing struct {
 	stages, target string
 	delay          time.Duration
+	log            string // the killed attempt's log
 }
 
 // attempt starts the run, picks a target (a stage not yet done in this chain, one that no
@@ -402,7 +407,7 @@ func (h *harness) attempt(t *testing.T, rng *rand.Rand, d runDir, done map[strin
 			in = "start-up"
 		}
 	}
-	return landing{stages: in, target: target, delay: delay}, true
+	return landing{stages: in, target: target, delay: delay, log: c.logText()}, true
 }
 
 // isTable reports whether rel (a run directory path) is a result the test compares: every
