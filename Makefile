@@ -111,10 +111,8 @@ $(IDC_INDEX_DIR)/.installed: $(IDC_INDEX_REQ)
 # SIGKILL the demo at CRASH_POINTS seeded points (per run directory kind: local, gs:// on fake
 # GCS) spread over every stage, resume until done, compare every table (docs/durability.md).
 CRASH_SEED   ?= 18
-CRASH_POINTS ?= 30
-# The gs:// variant (CRASH_KINDS=local|gcs) is not in make test yet: after the merge of the map
-# and notebook work it ended one chain with exit 3 after a lost working copy (under study).
-CRASH_KINDS  ?= local
+CRASH_POINTS ?= 50
+CRASH_KINDS  ?= local|gcs
 crash-test: deps-go deps-web deps-ort ## kill -9 the demo anywhere, resume, same tables (CRASH_SEED, CRASH_POINTS)
 	@echo "crash-test: CRASH_SEED=$(CRASH_SEED) CRASH_POINTS=$(CRASH_POINTS)"
 	@CRASH_SEED=$(CRASH_SEED) CRASH_POINTS=$(CRASH_POINTS) $(GO) test $(GO_TEST_FLAGS) -v -run 'TestKillAnywhereResumeSameTables/($(CRASH_KINDS))$$' ./internal/demo/crashtest | grep -E '^(=== RUN|--- |\s+crash_test.go|ok|FAIL|PASS)'

@@ -644,9 +644,17 @@ func (r *Runner) commit(ctx context.Context, i int, dir string, started time.Tim
 	if err != nil {
 		return Haltf("encode the marker of stage %s: %w", s.Name(), err)
 	}
+	// The outputs' directory entries reach the disk before the marker, and the marker's own
+	// entry after it: a marker that survives a power cut vouches for outputs that did.
+	if err := atomicfile.SyncTree(dir); err != nil {
+		return Haltf("stage %s: %w", s.Name(), err)
+	}
 	marker := filepath.Join(dir, MarkerFile)
 	if err := atomicfile.WriteBytes(marker, append(b, '\n')); err != nil {
 		return Haltf("write the marker of stage %s: %w", s.Name(), err)
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return Haltf("stage %s: %w", s.Name(), err)
 	}
 	if o.Remote != nil {
 		// Every file first, the marker object last: until it exists the stage is not done

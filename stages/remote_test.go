@@ -55,7 +55,8 @@ func (b loggedBucket) Write(ctx context.Context, name string, r io.Reader) error
 }
 
 // runRemote runs one process against gs://bkt/run from its own working copy work (a machine
-// of its own), as `connectome run --run-dir gs://bkt/run --work-dir work` does.
+// of its own), as `connectome run --run-dir gs://bkt/run --work-dir work` does; wl, when not
+// nil, logs its writes.
 func (f *shardFixture) runRemote(ctx context.Context, t *testing.T, srv *gcptest.Server, wl *writeLog, work string, sh pipeline.Shard, only string, resume bool) (*pipeline.Summary, error) {
 	u, err := gcp.ParseURL("gs://bkt/run")
 	if err != nil {
@@ -66,7 +67,10 @@ func (f *shardFixture) runRemote(ctx context.Context, t *testing.T, srv *gcptest
 		return nil, err
 	}
 	defer closeFn()
-	d.Bucket = loggedBucket{Bucket: d.Bucket, log: wl}
+	if wl != nil {
+		// The log hides the client's conditional writes: this run writes unconditionally.
+		d.Bucket = loggedBucket{Bucket: d.Bucket, log: wl}
+	}
 	d.Exclude = []string{"dicom"}
 	cfg := f.cfg
 	cfg.RunDir = work
@@ -218,4 +222,68 @@ func TestShardedRunOnBucket(t *testing.T) {
 			dir = path.Dir(dir)
 		}
 	}
+}
+
+// TestConcurrentAttemptsOfOneShard runs two attempts of shard 1 at once, each from a machine
+// of its own (a Cloud Batch task retried while its first attempt still writes), against one
+// bucket, with the client's generation preconditions. The second attempt starts once the
+// first is preprocessing, claims the shard and takes over; the first either finished before
+// that or stops with an error naming the second. The merged tables equal a single-process
+// run's: no part of the first attempt is mixed into the second's.
+func TestConcurrentAttemptsOfOneShard(t *testing.T) {
+	ortEnv.Require(t)
+	f := newShardFixture(t)
+	ctx := context.Background()
+	tmp := t.TempDir()
+	srv, err := gcptest.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.Fake.CreateBucket("bkt")
+
+	single := filepath.Join(tmp, "single")
+	if sum, err := f.run(ctx, t, single, pipeline.Shard{}, "", false); err != nil || sum.Failures != 0 {
+		t.Fatalf("single-process run: %v (failures %v)", err, sum)
+	}
+	const n = 3
+	all := pipeline.AllShards(n)
+	if _, err := f.runRemote(ctx, t, srv, nil, filepath.Join(tmp, "plan"), all, "cohort", false); err != nil {
+		t.Fatalf("plan step: %v", err)
+	}
+	work := func(name string) string { return filepath.Join(tmp, "machine", name) }
+	sh := pipeline.Shard{Index: 1, Count: n}
+
+	var wg sync.WaitGroup
+	var first, second error
+	wg.Go(func() { _, first = f.runRemote(ctx, t, srv, nil, work("1-first"), sh, "", true) })
+	records := filepath.Join(pipeline.ShardDir(work("1-first"), layout.Preprocess, sh), "records")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		if ents, _ := os.ReadDir(records); len(ents) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first attempt never started preprocessing")
+		}
+	}
+	wg.Go(func() { _, second = f.runRemote(ctx, t, srv, nil, work("1-second"), sh, "", true) })
+	wg.Wait()
+	if second != nil {
+		t.Fatalf("the second attempt: %v", second)
+	}
+	if first != nil && !strings.Contains(first.Error(), "another attempt took over") {
+		t.Fatalf("the first attempt: %v, want nil or a stop naming the second", first)
+	}
+	t.Logf("first attempt: %v", first)
+
+	for _, i := range []int{0, 2} {
+		if _, err := f.runRemote(ctx, t, srv, nil, work(fmt.Sprint(i)), pipeline.Shard{Index: i, Count: n}, "", true); err != nil {
+			t.Fatalf("shard %d: %v", i, err)
+		}
+	}
+	merge := work("merge")
+	if sum, err := f.runRemote(ctx, t, srv, nil, merge, all, "", false); err != nil || sum.Failures != 0 {
+		t.Fatalf("merge: %v (%+v)", err, sum)
+	}
+	compareRuns(t, single, merge)
 }

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,6 +48,34 @@ func Write(path string, fill func(w io.Writer) error) (err error) {
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename into %s: %w", path, err)
+	}
+	return nil
+}
+
+// SyncTree fsyncs dir and every directory under it, so that the renames made in them
+// survive a power cut once it returns (Write syncs each file, not its directory). A
+// stage calls it before its marker: a durable marker then vouches for durable outputs.
+func SyncTree(dir string) error {
+	return filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.IsDir() {
+			return nil
+		}
+		return SyncDir(p)
+	})
+}
+
+// SyncDir fsyncs the directory dir (its entries: creations, renames, removals).
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
 }

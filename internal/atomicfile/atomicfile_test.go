@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -61,5 +62,21 @@ func assertNoTemps(t *testing.T, dir string) {
 		if IsTemp(e.Name()) {
 			t.Errorf("temp file left: %s", e.Name())
 		}
+	}
+}
+
+func TestSyncTree(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteBytes(filepath.Join(dir, "a", "b", "c.txt"), []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncTree(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncTree(filepath.Join(dir, "missing")); err == nil {
+		t.Error("SyncTree of a missing directory: no error")
+	}
+	if err := SyncDir(filepath.Join(dir, "a", "b", "c.txt", "x")); err == nil || !strings.Contains(err.Error(), "sync directory") {
+		t.Errorf("SyncDir of a bad path: %v", err)
 	}
 }

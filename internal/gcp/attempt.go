@@ -62,10 +62,20 @@ func (d *Dir) put(ctx context.Context, rel string, f *os.File) error {
 	}
 	gen, err := c.WriteIf(ctx, d.object(rel), f, d.gen(rel))
 	if errors.Is(err, ErrConflict) {
-		// A request retried after its first try was stored fails its own precondition: the
-		// object then holds this very content.
-		if o, ok, serr := d.stat(ctx, rel); serr == nil && ok && sameContent(f, o) {
+		o, ok, serr := d.stat(ctx, rel)
+		switch {
+		case serr == nil && ok && sameContent(f, o):
+			// A request retried after its first try was stored fails its own precondition:
+			// the object then holds this very content.
 			gen, err = o.Generation, nil
+		case serr == nil && d.tookOver() && d.checkClaim(ctx) == nil:
+			// This attempt took the claim over and still holds it, so the writer was the
+			// earlier attempt, which has not yet seen the takeover (it checks before each
+			// push and before each marker, and its next write of this object, made over the
+			// generation it knows, fails): its object is replaced, once. A writer outside
+			// the claims is not overwritten.
+			d.log().Info("replacing an object an earlier attempt wrote after the takeover", "object", rel)
+			gen, err = d.rewrite(ctx, c, rel, f, o.Generation, ok)
 		}
 	}
 	if err != nil {
@@ -73,6 +83,17 @@ func (d *Dir) put(ctx context.Context, rel string, f *os.File) error {
 	}
 	d.setGen(rel, gen)
 	return nil
+}
+
+// rewrite writes f as rel over generation gen (exists false: over no object) from its start.
+func (d *Dir) rewrite(ctx context.Context, c Conditional, rel string, f *os.File, gen int64, exists bool) (int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	if !exists {
+		gen = 0
+	}
+	return c.WriteIf(ctx, d.object(rel), f, gen)
 }
 
 func sameContent(f *os.File, o ObjectInfo) bool {
@@ -97,7 +118,17 @@ func (d *Dir) remove(ctx context.Context, rel string, gen int64) error {
 	if gen == 0 {
 		return nil
 	}
-	if err := c.DeleteIf(ctx, d.object(rel), gen); err != nil {
+	err := c.DeleteIf(ctx, d.object(rel), gen)
+	if errors.Is(err, ErrConflict) {
+		// As in put: an attempt that took over deletes what the earlier one rewrote.
+		if o, ok, serr := d.stat(ctx, rel); serr == nil && d.tookOver() && d.checkClaim(ctx) == nil {
+			err = nil
+			if ok {
+				err = c.DeleteIf(ctx, d.object(rel), o.Generation)
+			}
+		}
+	}
+	if err != nil {
 		return d.conflict(ctx, rel, err)
 	}
 	d.setGen(rel, 0)
@@ -146,7 +177,7 @@ func (d *Dir) Claim(ctx context.Context, name string, h pipeline.Holder) (func(c
 	if err != nil {
 		return nil, fmt.Errorf("claim %s/%s: %w", d.URL, name, err)
 	}
-	d.claim = &claim{rel: name, gen: gen}
+	d.claim = &claim{rel: name, gen: gen, tookOver: exists}
 	return d.release, nil
 }
 
@@ -168,6 +199,8 @@ func (d *Dir) release(ctx context.Context) error {
 	}
 	return nil
 }
+
+func (d *Dir) tookOver() bool { return d.claim != nil && d.claim.tookOver }
 
 // checkClaim fails when a later attempt has taken over this process's claim.
 func (d *Dir) checkClaim(ctx context.Context) error {

@@ -1,8 +1,10 @@
 package gcp
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -138,5 +140,59 @@ func TestUploadOverAnUnseenObjectIsRefused(t *testing.T) {
 	err := d.Push(ctx, "")
 	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "report/index.html") {
 		t.Fatalf("push over an unseen object: %v", err)
+	}
+}
+
+// An attempt that took over replaces what the earlier attempt wrote after the takeover (an
+// upload in flight when it happened); the earlier attempt's marker never lands.
+func TestTakeoverReplacesTheEarlierAttemptsLateWrite(t *testing.T) {
+	ctx := context.Background()
+	srv, first, _ := newFake(t)
+	second, closeFn, err := Open(ctx, first.URL, t.TempDir(), ClientOptions{Endpoint: srv.URL(), MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	all := func(string) bool { return true }
+	if _, err := first.Claim(ctx, "_LOCK", holder(101)); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Pull(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Claim(ctx, "_LOCK", holder(202)); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Pull(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	// The first attempt's upload that passed its claim check before the takeover lands now.
+	f, err := os.CreateTemp(t.TempDir(), "late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("late write of the first attempt"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.put(ctx, "embed/a.arrow", f); err != nil {
+		t.Fatal(err)
+	}
+	write(t, second.Local, "embed/a.arrow", "second attempt")
+	write(t, second.Local, "embed/"+pipeline.MarkerFile, "{}")
+	if err := second.Push(ctx, "embed/"+pipeline.MarkerFile); err != nil {
+		t.Fatalf("the attempt that took over: %v", err)
+	}
+	var buf bytes.Buffer
+	if err := second.Bucket.Read(ctx, second.Object("embed/a.arrow"), &buf); err != nil || buf.String() != "second attempt" {
+		t.Errorf("embed/a.arrow holds %q (%v), want the second attempt's", buf.String(), err)
+	}
+	// The first attempt's own marker is refused: it no longer holds the claim.
+	write(t, first.Local, "embed/"+pipeline.MarkerFile, "{\"by\": 1}")
+	if err := first.commit(ctx, "embed/"+pipeline.MarkerFile, map[string]bool{"embed/a.arrow": true}); err == nil || !strings.Contains(err.Error(), "another attempt took over") {
+		t.Errorf("the first attempt's marker after the takeover: %v", err)
 	}
 }

@@ -152,6 +152,9 @@ type Dir struct {
 type claim struct {
 	rel string
 	gen int64
+	// tookOver: the claim replaced an earlier attempt's, which may still be writing until
+	// it sees the takeover; what it writes meanwhile is this attempt's to replace.
+	tookOver bool
 }
 
 var _ pipeline.Remote = (*Dir)(nil)
@@ -456,6 +459,11 @@ func (d *Dir) uploadAll(ctx context.Context, jobs []pushJob) error {
 // then the marker object is written.
 func (d *Dir) commit(ctx context.Context, marker string, local map[string]bool) error {
 	if err := d.dropStale(ctx, path.Dir(marker), local); err != nil {
+		return err
+	}
+	// Again before the marker: an attempt taken over during its uploads must not vouch
+	// for them (the later attempt replaces what it wrote).
+	if err := d.checkClaim(ctx); err != nil {
 		return err
 	}
 	fi, err := os.Stat(filepath.Join(d.Local, filepath.FromSlash(marker)))
