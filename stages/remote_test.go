@@ -77,28 +77,35 @@ func (f *shardFixture) runRemote(ctx context.Context, t *testing.T, srv *gcptest
 	return runChain(ctx, cfg, pipeline.Options{Only: only, Resume: resume, Shard: sh, Remote: d})
 }
 
+// startBucketRun is the start of the bucket tests: the fixture, a fake server with bucket
+// bkt, a temp dir, and a single-process local run (in tmp/single) to compare with.
+func startBucketRun(t *testing.T) (f *shardFixture, srv *gcptest.Server, tmp, single string) {
+	t.Helper()
+	ortEnv.Require(t)
+	f = newShardFixture(t)
+	tmp = t.TempDir()
+	srv, err := gcptest.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	srv.Fake.CreateBucket("bkt")
+	single = filepath.Join(tmp, "single")
+	if sum, err := f.run(context.Background(), t, single, pipeline.Shard{}, "", false); err != nil || sum.Failures != 0 {
+		t.Fatalf("single-process run: %v (failures %v)", err, sum)
+	}
+	return f, srv, tmp, single
+}
+
 // TestShardedRunOnBucket runs the plan step, three shards and the merge, each from a working
 // copy of its own, against one run directory in a (fake) bucket. Shard 1's last upload of
 // embed fails: its embed marker object must not exist, the merge must halt naming it, and the
 // resumed shard (from a fresh machine) completes. Every marker object is written after every
 // object of its stage directory; the merged tables equal a local single-process run's.
 func TestShardedRunOnBucket(t *testing.T) {
-	ortEnv.Require(t)
-	f := newShardFixture(t)
+	f, srv, tmp, single := startBucketRun(t)
 	ctx := context.Background()
-	tmp := t.TempDir()
-	srv, err := gcptest.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	srv.Fake.CreateBucket("bkt")
 	wl := &writeLog{}
-
-	single := filepath.Join(tmp, "single")
-	if sum, err := f.run(ctx, t, single, pipeline.Shard{}, "", false); err != nil || sum.Failures != 0 {
-		t.Fatalf("single-process run: %v (failures %v)", err, sum)
-	}
 
 	const n = 3
 	all := pipeline.AllShards(n)
@@ -231,21 +238,8 @@ func TestShardedRunOnBucket(t *testing.T) {
 // that or stops with an error naming the second. The merged tables equal a single-process
 // run's: no part of the first attempt is mixed into the second's.
 func TestConcurrentAttemptsOfOneShard(t *testing.T) {
-	ortEnv.Require(t)
-	f := newShardFixture(t)
+	f, srv, tmp, single := startBucketRun(t)
 	ctx := context.Background()
-	tmp := t.TempDir()
-	srv, err := gcptest.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	srv.Fake.CreateBucket("bkt")
-
-	single := filepath.Join(tmp, "single")
-	if sum, err := f.run(ctx, t, single, pipeline.Shard{}, "", false); err != nil || sum.Failures != 0 {
-		t.Fatalf("single-process run: %v (failures %v)", err, sum)
-	}
 	const n = 3
 	all := pipeline.AllShards(n)
 	if _, err := f.runRemote(ctx, t, srv, nil, filepath.Join(tmp, "plan"), all, "cohort", false); err != nil {

@@ -45,6 +45,19 @@ func TestFakeGCSHonoursPreconditions(t *testing.T) {
 	}
 }
 
+// twoAttempts opens the same run directory twice, as two machines would, each with a
+// working copy of its own.
+func twoAttempts(t *testing.T) (first, second *Dir) {
+	t.Helper()
+	srv, first, _ := newFake(t)
+	second, closeFn, err := Open(context.Background(), first.URL, t.TempDir(), ClientOptions{Endpoint: srv.URL(), MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeFn() })
+	return first, second
+}
+
 func holder(pid int) pipeline.Holder {
 	return pipeline.Holder{Host: "vm-" + string(rune('a'+pid%26)), PID: pid, Started: time.Now().UTC()}
 }
@@ -53,12 +66,7 @@ func holder(pid int) pipeline.Holder {
 // error naming the second, and none of its later uploads lands.
 func TestSecondAttemptTakesOverAndFirstStops(t *testing.T) {
 	ctx := context.Background()
-	srv, first, _ := newFake(t)
-	second, closeFn, err := Open(ctx, first.URL, t.TempDir(), ClientOptions{Endpoint: srv.URL(), MaxAttempts: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeFn()
+	first, second := twoAttempts(t)
 	all := func(string) bool { return true }
 
 	rel1, err := first.Claim(ctx, "_LOCK-shard-0-of-2", holder(101))
@@ -147,12 +155,7 @@ func TestUploadOverAnUnseenObjectIsRefused(t *testing.T) {
 // upload in flight when it happened); the earlier attempt's marker never lands.
 func TestTakeoverReplacesTheEarlierAttemptsLateWrite(t *testing.T) {
 	ctx := context.Background()
-	srv, first, _ := newFake(t)
-	second, closeFn, err := Open(ctx, first.URL, t.TempDir(), ClientOptions{Endpoint: srv.URL(), MaxAttempts: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeFn()
+	first, second := twoAttempts(t)
 	all := func(string) bool { return true }
 	if _, err := first.Claim(ctx, "_LOCK", holder(101)); err != nil {
 		t.Fatal(err)
