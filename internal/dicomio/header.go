@@ -49,8 +49,10 @@ type SliceHeader struct {
 	PixelRepresentation int // 0 unsigned, 1 signed
 	SamplesPerPixel     int
 	Slope, Intercept    float64
-	// pixel data location within the file, when known
+	// pixel data location within the file, when known; encapsulated: the value holds items
+	// (RLE Lossless), not the pixels themselves
 	pixelOffset, pixelLength int64
+	encapsulated             bool
 }
 
 // headerPrefix is the first read of a header pass: CT headers are a few KiB; the prefix grows
@@ -216,17 +218,26 @@ func (pp *prefixParse) pixelData(elems []*dicom.Element, ts string, e *dicom.Ele
 		return h, true, err
 	}
 	if info, ok := e.Value.GetValue().(dicom.PixelDataInfo); ok && info.IsEncapsulated {
-		return h, true, fmt.Errorf("encapsulated (compressed) pixel data: %w", ErrUnsupported)
+		if ts != rleLossless {
+			return h, true, fmt.Errorf("encapsulated (compressed) pixel data: %w", ErrUnsupported)
+		}
+		// explicit VR: tag, VR, two reserved bytes and the undefined length, then the items
+		// up to the end of the element, which the parser has skipped
+		h.encapsulated = true
+		h.pixelOffset = start + 12
+		h.pixelLength = pp.consumed() - h.pixelOffset
+		return h, true, nil
 	}
 	h.pixelLength = int64(e.ValueLength)
 	h.pixelOffset = pp.consumed() - h.pixelLength
 	return h, true, nil
 }
 
-// checkTransferSyntax accepts the two uncompressed little-endian syntaxes and names the rest.
+// checkTransferSyntax accepts the two uncompressed little-endian syntaxes and RLE Lossless
+// (rle.go), and names the rest.
 func checkTransferSyntax(ts string) error {
 	switch ts {
-	case uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian, "":
+	case uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian, rleLossless, "":
 		// "" is a file without meta information: the library infers the syntax
 		return nil
 	}

@@ -39,6 +39,19 @@ func ReadSlice(path string) (SliceHeader, []byte, error) {
 		return h, nil, fmt.Errorf("read slice %s: pixel data outside the file: %w", path, ErrNoPixelData)
 	}
 	need := int64(h.Rows) * int64(h.Columns) * int64(h.BitsAllocated/8)
+	if h.encapsulated {
+		if h.SamplesPerPixel != 1 {
+			return h, nil, fmt.Errorf("read slice %s: RLE with %d samples per pixel: %w", path, h.SamplesPerPixel, ErrUnsupported)
+		}
+		frame, err := encapsulatedFrame(b[h.pixelOffset : h.pixelOffset+h.pixelLength])
+		if err == nil {
+			b, err = decodeRLE(frame, h.Rows, h.Columns, h.BitsAllocated)
+		}
+		if err != nil {
+			return h, nil, fmt.Errorf("read slice %s: %w", path, err)
+		}
+		return h, b, nil
+	}
 	if h.pixelLength < need {
 		return h, nil, fmt.Errorf("read slice %s: pixel data holds %d bytes, %d×%d×%d bits need %d: %w",
 			path, h.pixelLength, h.Rows, h.Columns, h.BitsAllocated, need, ErrNoPixelData)

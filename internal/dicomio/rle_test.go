@@ -1,0 +1,220 @@
+package dicomio
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// debianPydicomFiles: the test files of Debian's python3-pydicom (see guard_test.go).
+const debianPydicomFiles = "/usr/lib/python3/dist-packages/pydicom/data/test_files"
+
+func requirePydicomFile(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join(debianPydicomFiles, name)
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%v: install python3-pydicom (make deps)", err)
+		}
+		t.Skipf("%s missing (python3-pydicom)", p)
+	}
+	return p
+}
+
+// A real CT slice (pydicom's CT_small.dcm, 128², signed 16-bit) compressed to RLE Lossless by
+// pydicom's own encoder at test time reads back bit for bit as the uncompressed file, through
+// the same ReadSlice that preprocess uses; pydicom checks its own round trip first.
+func TestRLESliceEqualsUncompressed(t *testing.T) {
+	src := requirePydicomFile(t, "CT_small.dcm")
+	rle := filepath.Join(t.TempDir(), "ct_rle.dcm")
+	script := `
+import sys, pydicom
+from pydicom.uid import RLELossless
+ds = pydicom.dcmread(sys.argv[1])
+want = ds.pixel_array
+ds.compress(RLELossless)
+ds.save_as(sys.argv[2])
+back = pydicom.dcmread(sys.argv[2])
+assert back.file_meta.TransferSyntaxUID == RLELossless
+assert (back.pixel_array == want).all(), "pydicom's own RLE round trip differs"
+`
+	if out, err := exec.Command("/usr/bin/python3", "-c", script, src, rle).CombinedOutput(); err != nil {
+		t.Fatalf("pydicom RLE encoding: %v\n%s", err, out)
+	}
+	hw, want, err := ReadSlice(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, got, err := ReadSlice(rle)
+	if err != nil {
+		t.Fatalf("read the RLE slice: %v", err)
+	}
+	if h.TransferSyntax != rleLossless || !h.encapsulated {
+		t.Errorf("header: transfer syntax %s, encapsulated %v", h.TransferSyntax, h.encapsulated)
+	}
+	if h.PixelRepresentation != hw.PixelRepresentation || h.BitsAllocated != hw.BitsAllocated {
+		t.Errorf("pixel encoding %+v, want %+v", h, hw)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("RLE slice decodes to %d bytes that differ from the uncompressed file's %d", len(got), len(want))
+	}
+	// The header pass that plans a series (no pixel data read) sees the same slice.
+	hh, _, err := ReadHeader(rle)
+	if err != nil || hh.IPP != hw.IPP || hh.Rows != hw.Rows || hh.SOPInstanceUID != hw.SOPInstanceUID {
+		t.Errorf("ReadHeader of the RLE slice: %+v, %v", hh, err)
+	}
+}
+
+// pydicom's own pair of one MR image, uncompressed and RLE (written by another toolkit):
+// the decoder alone, on the frame as stored, gives the uncompressed pixel data.
+func TestRLEDecoderOnPydicomPair(t *testing.T) {
+	native := pixelValue(t, requirePydicomFile(t, "MR_small.dcm"), false)
+	frame, err := encapsulatedFrame(pixelValue(t, requirePydicomFile(t, "MR_small_RLE.dcm"), true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeRLE(frame, 64, 64, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, native[:64*64*2]) {
+		t.Fatal("MR_small_RLE decodes to other bytes than MR_small's pixel data")
+	}
+}
+
+// pixelValue returns the value of the file's top-level Pixel Data element: the bytes after
+// its explicit-VR OB/OW header, to the end of the file when encapsulated.
+func pixelValue(t *testing.T, path string, encapsulated bool) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, vr := range []string{"OB", "OW"} {
+		i := bytes.LastIndex(b, append([]byte{0xE0, 0x7F, 0x10, 0x00}, vr...))
+		if i < 0 {
+			continue
+		}
+		n := binary.LittleEndian.Uint32(b[i+8:])
+		if encapsulated != (n == 0xFFFFFFFF) {
+			t.Fatalf("%s: pixel data length %#x", path, n)
+		}
+		if encapsulated {
+			return b[i+12:]
+		}
+		return b[i+12 : i+12+int(n)]
+	}
+	t.Fatalf("%s: no explicit-VR pixel data element", path)
+	return nil
+}
+
+// rleFrame builds a fragment from segments.
+func rleFrame(segs ...[]byte) []byte {
+	hdr := make([]byte, rleHeaderLen)
+	binary.LittleEndian.PutUint32(hdr, uint32(len(segs)))
+	off := rleHeaderLen
+	var body []byte
+	for i, s := range segs {
+		binary.LittleEndian.PutUint32(hdr[4+4*i:], uint32(off))
+		off += len(s)
+		body = append(body, s...)
+	}
+	return append(hdr, body...)
+}
+
+func TestRLEDecodeCases(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		frame      []byte
+		rows, cols int
+		bits       int
+		want       []byte
+		err        error
+	}{
+		// literal 3, then 0xAA repeated 3 times (header -2), then a no-op (-128), pad byte
+		{"8-bit literal and replicate", rleFrame([]byte{2, 1, 2, 3, 0xFE, 0xAA, 0x80, 0}), 2, 3, 8, []byte{1, 2, 3, 0xAA, 0xAA, 0xAA}, nil},
+		// high plane first: samples 0x0102 and 0xFF03 (little-endian 02 01, 03 FF)
+		{"16-bit planes", rleFrame([]byte{1, 0x01, 0xFF}, []byte{1, 0x02, 0x03}), 1, 2, 16, []byte{0x02, 0x01, 0x03, 0xFF}, nil},
+		{"too short", rleFrame([]byte{0, 7}), 1, 2, 8, nil, ErrCorrupt},
+		{"literal past the end", rleFrame([]byte{5, 1}), 1, 2, 8, nil, ErrCorrupt},
+		{"wrong segment count", rleFrame([]byte{1, 1, 2}), 1, 2, 16, nil, ErrCorrupt},
+		{"no header", []byte{1, 0, 0, 0}, 1, 1, 8, nil, ErrCorrupt},
+		{"12 bits allocated", rleFrame([]byte{0, 1}), 1, 1, 12, nil, ErrUnsupported},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := decodeRLE(c.frame, c.rows, c.cols, c.bits)
+			if c.err != nil {
+				if !errors.Is(err, c.err) {
+					t.Fatalf("error %v, want %v", err, c.err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, c.want) {
+				t.Fatalf("got %v (%v), want %v", got, err, c.want)
+			}
+		})
+	}
+}
+
+func TestEncapsulatedFrame(t *testing.T) {
+	item := func(b []byte) []byte {
+		h := make([]byte, 8)
+		binary.LittleEndian.PutUint32(h, itemTag)
+		binary.LittleEndian.PutUint32(h[4:], uint32(len(b)))
+		return append(h, b...)
+	}
+	delim := []byte{0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0}
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	for _, c := range []struct {
+		name  string
+		value []byte
+		want  []byte
+		err   error
+	}{
+		{"empty offset table, two fragments", cat(item(nil), item([]byte{1, 2}), item([]byte{3}), delim), []byte{1, 2, 3}, nil},
+		{"one-entry offset table", cat(item([]byte{0, 0, 0, 0}), item([]byte{9}), delim), []byte{9}, nil},
+		{"two frames", cat(item(make([]byte, 8)), item([]byte{9}), delim), nil, ErrUnsupported},
+		{"no fragment", cat(item(nil), delim), nil, ErrNoPixelData},
+		{"item past the end", cat(item(nil), item([]byte{1, 2})[:9]), nil, ErrCorrupt},
+		{"not an item", cat(item(nil), []byte{1, 2, 3, 4, 0, 0, 0, 0}), nil, ErrCorrupt},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := encapsulatedFrame(c.value)
+			if c.err != nil {
+				if !errors.Is(err, c.err) {
+					t.Fatalf("error %v, want %v", err, c.err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, c.want) {
+				t.Fatalf("got %v (%v), want %v", got, err, c.want)
+			}
+		})
+	}
+}
+
+// FuzzDecodeRLE: no input makes the decoder panic or return a wrong-sized image.
+func FuzzDecodeRLE(f *testing.F) {
+	f.Add(rleFrame([]byte{2, 1, 2, 3, 0xFE, 0xAA}), 2, 3, false)
+	f.Add(rleFrame([]byte{1, 0x01, 0xFF}, []byte{1, 0x02, 0x03}), 1, 2, true)
+	f.Fuzz(func(t *testing.T, frame []byte, rows, cols int, wide bool) {
+		if rows < 0 || cols < 0 || rows*cols > 1<<16 {
+			return
+		}
+		bits := 8
+		if wide {
+			bits = 16
+		}
+		out, err := decodeRLE(frame, rows, cols, bits)
+		if err == nil && len(out) != rows*cols*bits/8 {
+			t.Fatalf("%d bytes for %d×%d×%d bits", len(out), rows, cols, bits)
+		}
+		if _, err := encapsulatedFrame(frame); err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) && !errors.Is(err, ErrNoPixelData) {
+			t.Fatalf("unclassified error %v", err)
+		}
+	})
+}
