@@ -3,9 +3,11 @@
 #   chromium          the browser the report tests drive
 #   python3-numpy     NumPy references (preprocessing golden tests, similarity benchmark)
 #   libopenblas0-pthread  the BLAS NumPy must use for the similarity benchmark to mean anything
-#   python3-pydicom   the reference DICOM reader of ../shared/tools/patchref.py
+#   python3-pydicom   the reference DICOM reader of ../shared/tools/patchref.py, and the RLE
+#                     encoder and test files of dicomio's decoder tests
+#   dcmtk             dcmcjpeg, the JPEG Lossless encoder of dicomio's decoder tests
 set -euo pipefail
-pkgs=(chromium python3-numpy python3-pydicom libopenblas0-pthread)
+pkgs=(chromium python3-numpy python3-pydicom libopenblas0-pthread dcmtk)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

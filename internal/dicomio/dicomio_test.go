@@ -163,17 +163,18 @@ func TestSeriesErrors(t *testing.T) {
 				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.4.90")
 			}
 		}, dicomio.ErrUnsupported, "JPEG 2000 Image Compression (Lossless Only) (1.2.840.10008.1.2.4.90) is not supported"},
-		// The two compressed syntaxes NLST's CT holds in IDC (docs/idc-index.md).
+		// The two compressed syntaxes NLST's CT holds in IDC (docs/idc-index.md): the lossy
+		// one is refused; the lossless one is decoded (jpegll.go) and must be encapsulated.
 		{"JPEG extended", func(s *dicomsynth.Series) {
 			s.Edit = func(k int, e []*dicom.Element) []*dicom.Element {
 				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.4.51")
 			}
 		}, dicomio.ErrUnsupported, "JPEG Extended (Process 2 and 4) (1.2.840.10008.1.2.4.51) is not supported"},
-		{"JPEG lossless", func(s *dicomsynth.Series) {
+		{"JPEG lossless label on native pixels", func(s *dicomsynth.Series) {
 			s.Edit = func(k int, e []*dicom.Element) []*dicom.Element {
 				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.4.70")
 			}
-		}, dicomio.ErrUnsupported, "(1.2.840.10008.1.2.4.70) is not supported"},
+		}, dicomio.ErrCorrupt, "1.2.840.10008.1.2.4.70 with native (not encapsulated) pixel data"},
 		{"big endian", func(s *dicomsynth.Series) {
 			s.Edit = func(k int, e []*dicom.Element) []*dicom.Element {
 				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.2")

@@ -218,7 +218,7 @@ func (pp *prefixParse) pixelData(elems []*dicom.Element, ts string, e *dicom.Ele
 		return h, true, err
 	}
 	if info, ok := e.Value.GetValue().(dicom.PixelDataInfo); ok && info.IsEncapsulated {
-		if ts != rleLossless {
+		if !decodesEncapsulated(ts) {
 			return h, true, fmt.Errorf("encapsulated (compressed) pixel data: %w", ErrUnsupported)
 		}
 		// explicit VR: tag, VR, two reserved bytes and the undefined length, then the items
@@ -228,16 +228,28 @@ func (pp *prefixParse) pixelData(elems []*dicom.Element, ts string, e *dicom.Ele
 		h.pixelLength = pp.consumed() - h.pixelOffset
 		return h, true, nil
 	}
+	if decodesEncapsulated(ts) {
+		return h, true, fmt.Errorf("transfer syntax %s with native (not encapsulated) pixel data: %w", ts, ErrCorrupt)
+	}
 	h.pixelLength = int64(e.ValueLength)
 	h.pixelOffset = pp.consumed() - h.pixelLength
 	return h, true, nil
 }
 
-// checkTransferSyntax accepts the two uncompressed little-endian syntaxes and RLE Lossless
-// (rle.go), and names the rest.
+// decodesEncapsulated reports whether ts is a compressed syntax dicomio decodes: RLE Lossless
+// (rle.go) and JPEG Lossless (jpegll.go).
+func decodesEncapsulated(ts string) bool {
+	return ts == rleLossless || ts == jpegLosslessSV1 || ts == jpegLossless
+}
+
+// checkTransferSyntax accepts the two uncompressed little-endian syntaxes and the compressed
+// ones dicomio decodes, and names the rest.
 func checkTransferSyntax(ts string) error {
+	if decodesEncapsulated(ts) {
+		return nil
+	}
 	switch ts {
-	case uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian, rleLossless, "":
+	case uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian, "":
 		// "" is a file without meta information: the library infers the syntax
 		return nil
 	}

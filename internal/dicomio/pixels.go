@@ -41,11 +41,13 @@ func ReadSlice(path string) (SliceHeader, []byte, error) {
 	need := int64(h.Rows) * int64(h.Columns) * int64(h.BitsAllocated/8)
 	if h.encapsulated {
 		if h.SamplesPerPixel != 1 {
-			return h, nil, fmt.Errorf("read slice %s: RLE with %d samples per pixel: %w", path, h.SamplesPerPixel, ErrUnsupported)
+			return h, nil, fmt.Errorf("read slice %s: compressed pixel data of %d samples per pixel: %w", path, h.SamplesPerPixel, ErrUnsupported)
 		}
 		frame, err := encapsulatedFrame(b[h.pixelOffset : h.pixelOffset+h.pixelLength])
-		if err == nil {
+		if err == nil && h.TransferSyntax == rleLossless {
 			b, err = decodeRLE(frame, h.Rows, h.Columns, h.BitsAllocated)
+		} else if err == nil {
+			b, err = decodeJPEGLossless(frame, h.Rows, h.Columns, h.BitsAllocated, h.PixelRepresentation == 1)
 		}
 		if err != nil {
 			return h, nil, fmt.Errorf("read slice %s: %w", path, err)

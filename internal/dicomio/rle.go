@@ -5,11 +5,11 @@ import (
 	"fmt"
 )
 
-// RLE Lossless (PS3.5 Annex G): the one compressed transfer syntax dicomio decodes, in pure Go.
-// A single-frame object holds, in its encapsulated Pixel Data, an empty or one-entry Basic
-// Offset Table item and the frame's fragment: a 64-byte header (the segment count, then up to
-// 15 segment offsets from the header's start) and one PackBits segment per byte plane, most
-// significant plane first.
+// RLE Lossless (PS3.5 Annex G), decoded in pure Go, and the encapsulated Pixel Data that RLE
+// and JPEG Lossless (jpegll.go) share. A single-frame object holds, in its encapsulated Pixel
+// Data, an empty or one-entry Basic Offset Table item and the frame's fragments. An RLE frame
+// is a 64-byte header (the segment count, then up to 15 segment offsets from the header's
+// start) and one PackBits segment per byte plane, most significant plane first.
 
 // rleLossless is the transfer syntax UID of RLE Lossless (the library names no constant).
 const rleLossless = "1.2.840.10008.1.2.5"

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -197,6 +198,25 @@ func TestEncapsulatedFrame(t *testing.T) {
 	}
 }
 
+// FuzzDecodeJPEGLossless: no input makes the decoder panic or return a wrong-sized image.
+func FuzzDecodeJPEGLossless(f *testing.F) {
+	// SOI, a one-code table (category 0), SOF3 2×2 at 8 bits, SOS (sv 1), zero bits, EOI
+	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xC4, 0, 20, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+		0xFF, 0xC3, 0, 11, 8, 0, 2, 0, 2, 1, 1, 0x11, 0, 0xFF, 0xDA, 0, 8, 1, 1, 0, 1, 0, 0, 0x00, 0xFF, 0xD9}, 2, 2, false)
+	f.Fuzz(func(t *testing.T, data []byte, rows, cols int, signed bool) {
+		if rows < 0 || cols < 0 || rows*cols > 1<<16 {
+			return
+		}
+		out, err := decodeJPEGLossless(data, rows, cols, 16, signed)
+		if err == nil && len(out) != rows*cols*2 {
+			t.Fatalf("%d bytes for %d×%d samples", len(out), rows, cols)
+		}
+		if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("unclassified error %v", err)
+		}
+	})
+}
+
 // FuzzDecodeRLE: no input makes the decoder panic or return a wrong-sized image.
 func FuzzDecodeRLE(f *testing.F) {
 	f.Add(rleFrame([]byte{2, 1, 2, 3, 0xFE, 0xAA}), 2, 3, false)
@@ -217,4 +237,68 @@ func FuzzDecodeRLE(f *testing.F) {
 			t.Fatalf("unclassified error %v", err)
 		}
 	})
+}
+
+// A real CT slice compressed to JPEG Lossless by DCMTK's dcmcjpeg (Debian package dcmtk,
+// installed by make deps) at test time, with every selection value and with a point
+// transform, reads back bit for bit as the uncompressed file (shifted by the point transform,
+// whose low bits the encoder drops).
+func TestJPEGLosslessSliceEqualsUncompressed(t *testing.T) {
+	src := requirePydicomFile(t, "CT_small.dcm")
+	enc, err := exec.LookPath("dcmcjpeg")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("dcmcjpeg missing: install dcmtk (make deps)")
+		}
+		t.Skip("dcmcjpeg missing (dcmtk)")
+	}
+	_, want, err := ReadSlice(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		ts   string
+		pt   uint
+	}{
+		{[]string{"+e1"}, jpegLosslessSV1, 0},
+		{[]string{"+el", "+sv", "2"}, jpegLossless, 0},
+		{[]string{"+el", "+sv", "3"}, jpegLossless, 0},
+		{[]string{"+el", "+sv", "4"}, jpegLossless, 0},
+		{[]string{"+el", "+sv", "5"}, jpegLossless, 0},
+		{[]string{"+el", "+sv", "6"}, jpegLossless, 0},
+		{[]string{"+el", "+sv", "7"}, jpegLossless, 0},
+		{[]string{"+el", "+sv", "1", "+pt", "2"}, jpegLossless, 2},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "ct.dcm")
+			if b, err := exec.Command(enc, append(c.args, src, out)...).CombinedOutput(); err != nil {
+				t.Fatalf("dcmcjpeg: %v\n%s", err, b)
+			}
+			h, got, err := ReadSlice(out)
+			if err != nil {
+				t.Fatalf("read the JPEG Lossless slice: %v", err)
+			}
+			if h.TransferSyntax != c.ts || !h.encapsulated {
+				t.Fatalf("transfer syntax %s (encapsulated %v), want %s", h.TransferSyntax, h.encapsulated, c.ts)
+			}
+			exp := want
+			if c.pt > 0 {
+				exp = bytes.Clone(want)
+				for i := 0; i < len(exp); i += 2 {
+					v := binary.LittleEndian.Uint16(exp[i:]) >> c.pt << c.pt
+					binary.LittleEndian.PutUint16(exp[i:], v)
+				}
+			}
+			if !bytes.Equal(got, exp) {
+				diff := 0
+				for i := range got {
+					if i < len(exp) && got[i] != exp[i] {
+						diff++
+					}
+				}
+				t.Fatalf("decoded %d bytes, %d differ from the uncompressed file's %d", len(got), diff, len(exp))
+			}
+		})
+	}
 }
