@@ -127,6 +127,20 @@ func rleFrame(segs ...[]byte) []byte {
 	return append(hdr, body...)
 }
 
+// checkDecoded fails t unless err wraps wantErr, or (wantErr nil) got is want.
+func checkDecoded(t *testing.T, got []byte, err error, want []byte, wantErr error) {
+	t.Helper()
+	if wantErr != nil {
+		if !errors.Is(err, wantErr) {
+			t.Fatalf("error %v, want %v", err, wantErr)
+		}
+		return
+	}
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("got %v (%v), want %v", got, err, want)
+	}
+}
+
 func TestRLEDecodeCases(t *testing.T) {
 	for _, c := range []struct {
 		name       string
@@ -148,15 +162,7 @@ func TestRLEDecodeCases(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := decodeRLE(c.frame, c.rows, c.cols, c.bits)
-			if c.err != nil {
-				if !errors.Is(err, c.err) {
-					t.Fatalf("error %v, want %v", err, c.err)
-				}
-				return
-			}
-			if err != nil || !bytes.Equal(got, c.want) {
-				t.Fatalf("got %v (%v), want %v", got, err, c.want)
-			}
+			checkDecoded(t, got, err, c.want, c.err)
 		})
 	}
 }
@@ -185,15 +191,7 @@ func TestEncapsulatedFrame(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := encapsulatedFrame(c.value)
-			if c.err != nil {
-				if !errors.Is(err, c.err) {
-					t.Fatalf("error %v, want %v", err, c.err)
-				}
-				return
-			}
-			if err != nil || !bytes.Equal(got, c.want) {
-				t.Fatalf("got %v (%v), want %v", got, err, c.want)
-			}
+			checkDecoded(t, got, err, c.want, c.err)
 		})
 	}
 }
