@@ -104,6 +104,26 @@ func (b *bitReader) decode(h *huffTable) (int, error) {
 	return int(h.vals[i]), nil
 }
 
+// difference reads one coded difference (T.81 H.1.2.2): its category, then that many bits.
+func (b *bitReader) difference(h *huffTable) (int, error) {
+	s, err := b.decode(h)
+	switch {
+	case err != nil:
+		return 0, err
+	case s == 16:
+		return 32768, nil
+	case s > 16:
+		return 0, fmt.Errorf("JPEG difference category %d: %w", s, ErrCorrupt)
+	case s == 0:
+		return 0, nil
+	}
+	v := int(b.bits(uint(s)))
+	if v < 1<<(s-1) {
+		v -= 1<<s - 1
+	}
+	return v, nil
+}
+
 // jpegFrame is what the markers before the scan say.
 type jpegFrame struct {
 	precision, rows, cols int
@@ -120,51 +140,65 @@ func decodeJPEGLossless(data []byte, rows, cols, bitsAllocated int, signed bool)
 	if bitsAllocated != 8 && bitsAllocated != 16 {
 		return nil, fmt.Errorf("JPEG Lossless with %d bits allocated: %w", bitsAllocated, ErrUnsupported)
 	}
-	if len(data) < 4 || data[0] != 0xFF || data[1] != 0xD8 {
-		return nil, fmt.Errorf("JPEG frame does not start with SOI: %w", ErrCorrupt)
+	f, hdr, entropy, err := readJPEGHeaders(data, rows, cols)
+	if err != nil {
+		return nil, err
 	}
-	var f jpegFrame
+	return f.scan(hdr, entropy, bitsAllocated, signed)
+}
+
+// readJPEGHeaders reads the markers up to the scan: the frame they describe, the scan's
+// header and the entropy-coded data after it.
+func readJPEGHeaders(data []byte, rows, cols int) (f jpegFrame, scanHdr, entropy []byte, err error) {
+	if len(data) < 4 || data[0] != 0xFF || data[1] != 0xD8 {
+		return f, nil, nil, fmt.Errorf("JPEG frame does not start with SOI: %w", ErrCorrupt)
+	}
 	sof := false
 	for p := 2; ; {
-		for p < len(data) && data[p] == 0xFF && p+1 < len(data) && data[p+1] == 0xFF {
-			p++ // fill bytes
+		m, seg, next, err := nextMarker(data, p)
+		if err != nil {
+			return f, nil, nil, err
 		}
-		if p+4 > len(data) || data[p] != 0xFF {
-			return nil, fmt.Errorf("JPEG marker expected at byte %d: %w", p, ErrCorrupt)
-		}
-		m := data[p+1]
-		if m == 0xD9 {
-			return nil, fmt.Errorf("JPEG stream ends before its scan: %w", ErrCorrupt)
-		}
-		n := int(binary.BigEndian.Uint16(data[p+2:]))
-		if n < 2 || p+2+n > len(data) {
-			return nil, fmt.Errorf("JPEG marker %02X with length %d past the end: %w", m, n, ErrCorrupt)
-		}
-		seg := data[p+4 : p+2+n]
-		p += 2 + n
-		var err error
+		p = next
 		switch {
 		case m == 0xC3:
 			err = f.readSOF(seg, rows, cols)
 			sof = err == nil
 		case m == 0xC4:
 			err = f.readDHT(seg)
-		case m == 0xDD:
-			if len(seg) == 2 {
-				f.restart = int(binary.BigEndian.Uint16(seg))
-			}
+		case m == 0xDD && len(seg) == 2:
+			f.restart = int(binary.BigEndian.Uint16(seg))
+		case m == 0xDA && !sof:
+			err = fmt.Errorf("JPEG scan before a lossless frame header (SOF3): %w", ErrCorrupt)
 		case m == 0xDA:
-			if !sof {
-				return nil, fmt.Errorf("JPEG scan before a lossless frame header (SOF3): %w", ErrCorrupt)
-			}
-			return f.scan(seg, data[p:], bitsAllocated, signed)
-		case m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC:
-			return nil, fmt.Errorf("JPEG process of marker SOF%d is not lossless Huffman (SOF3): %w", m-0xC0, ErrUnsupported)
+			return f, seg, data[p:], nil
+		case m >= 0xC0 && m <= 0xCF && m != 0xC8 && m != 0xCC:
+			err = fmt.Errorf("JPEG process of marker SOF%d is not lossless Huffman (SOF3): %w", m-0xC0, ErrUnsupported)
 		}
 		if err != nil {
-			return nil, err
+			return f, nil, nil, err
 		}
 	}
+}
+
+// nextMarker reads the marker segment at byte p (after any fill bytes): the marker, its
+// payload and where the next one starts.
+func nextMarker(data []byte, p int) (m byte, seg []byte, next int, err error) {
+	for p+1 < len(data) && data[p] == 0xFF && data[p+1] == 0xFF {
+		p++ // fill bytes
+	}
+	if p+4 > len(data) || data[p] != 0xFF {
+		return 0, nil, 0, fmt.Errorf("JPEG marker expected at byte %d: %w", p, ErrCorrupt)
+	}
+	m = data[p+1]
+	if m == 0xD9 {
+		return 0, nil, 0, fmt.Errorf("JPEG stream ends before its scan: %w", ErrCorrupt)
+	}
+	n := int(binary.BigEndian.Uint16(data[p+2:]))
+	if n < 2 || p+2+n > len(data) {
+		return 0, nil, 0, fmt.Errorf("JPEG marker %02X with length %d past the end: %w", m, n, ErrCorrupt)
+	}
+	return m, data[p+4 : p+2+n], p + 2 + n, nil
 }
 
 func (f *jpegFrame) readSOF(seg []byte, rows, cols int) error {
@@ -231,22 +265,9 @@ func (f *jpegFrame) scan(hdr, data []byte, bitsAllocated int, signed bool) ([]by
 	br := bitReader{data: data}
 	for y := range rows {
 		for x := range cols {
-			s, err := br.decode(table)
+			diff, err := br.difference(table)
 			if err != nil {
 				return nil, fmt.Errorf("JPEG sample (%d, %d): %w", x, y, err)
-			}
-			var diff int
-			switch {
-			case s == 16:
-				diff = 32768
-			case s > 16:
-				return nil, fmt.Errorf("JPEG difference category %d: %w", s, ErrCorrupt)
-			case s > 0:
-				v := int(br.bits(uint(s)))
-				if v < 1<<(s-1) {
-					v -= 1<<s - 1
-				}
-				diff = v
 			}
 			cur[x] = (predict(sv, x, y, cur, prev, f.precision-pt) + diff) & 0xFFFF
 			v := cur[x] << pt & 0xFFFF
