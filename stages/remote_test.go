@@ -127,13 +127,8 @@ func TestShardedRunOnBucket(t *testing.T) {
 				sctx, cancel = context.WithCancel(ctx)
 				defer cancel()
 				go func() {
-					records := filepath.Join(pipeline.ShardDir(work("1"), layout.Preprocess, sh), "records")
-					for sctx.Err() == nil {
-						if ents, _ := os.ReadDir(records); len(ents) > 0 {
-							cancel()
-							return
-						}
-						time.Sleep(time.Millisecond)
+					if preprocessing(sctx, work("1"), sh) {
+						cancel()
 					}
 				}()
 			}
@@ -251,14 +246,11 @@ func TestConcurrentAttemptsOfOneShard(t *testing.T) {
 	var wg sync.WaitGroup
 	var first, second error
 	wg.Go(func() { _, first = f.runRemote(ctx, t, srv, nil, work("1-first"), sh, "", true) })
-	records := filepath.Join(pipeline.ShardDir(work("1-first"), layout.Preprocess, sh), "records")
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
-		if ents, _ := os.ReadDir(records); len(ents) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first attempt never started preprocessing")
-		}
+	wctx, cancelWait := context.WithTimeout(ctx, time.Minute)
+	started := preprocessing(wctx, work("1-first"), sh)
+	cancelWait()
+	if !started {
+		t.Fatal("the first attempt never started preprocessing")
 	}
 	wg.Go(func() { _, second = f.runRemote(ctx, t, srv, nil, work("1-second"), sh, "", true) })
 	wg.Wait()

@@ -118,6 +118,19 @@ func (f *shardFixture) run(ctx context.Context, t *testing.T, runDir string, sh 
 	return runChain(ctx, cfg, pipeline.Options{Only: only, Resume: resume, Log: log, Shard: sh})
 }
 
+// preprocessing waits until shard sh has preprocessed a lesion in runDir (its first record
+// is there) and reports whether it has; false when ctx ends first.
+func preprocessing(ctx context.Context, runDir string, sh pipeline.Shard) bool {
+	records := filepath.Join(pipeline.ShardDir(runDir, layout.Preprocess, sh), "records")
+	for ctx.Err() == nil {
+		if ents, _ := os.ReadDir(records); len(ents) > 0 {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
+}
+
 // runChain assembles the stages of cfg and runs them with opt (RunDir, Workers and the version
 // come from cfg). Several chains run at once in one test process, sharing its ONNX Runtime.
 func runChain(ctx context.Context, cfg stages.Config, opt pipeline.Options) (*pipeline.Summary, error) {
@@ -179,13 +192,8 @@ func TestShardedRunEqualsSingleProcess(t *testing.T) {
 				sctx, cancel = context.WithCancel(ctx)
 				defer cancel()
 				go func() {
-					records := filepath.Join(pipeline.ShardDir(sharded, layout.Preprocess, sh), "records")
-					for sctx.Err() == nil {
-						if ents, _ := os.ReadDir(records); len(ents) > 0 {
-							cancel()
-							return
-						}
-						time.Sleep(time.Millisecond)
+					if preprocessing(sctx, sharded, sh) {
+						cancel()
 					}
 				}()
 			}
