@@ -34,25 +34,12 @@ func (st *Stage) Name() string { return layout.Cohort }
 // Version implements pipeline.Stage.
 func (st *Stage) Version() string { return "1" }
 
-// hashedSettings are the settings that decide the output; billing project and byte cap do
-// not, so they stay out of the config hash.
-type hashedSettings struct {
-	Source            string   `yaml:"source"`
-	Policy            string   `yaml:"policy"`
-	IDCRelease        string   `yaml:"idc_release"`
-	BQProject         string   `yaml:"bq_project"`
-	AnalysisResultIDs []string `yaml:"analysis_result_ids"`
-	CollectionID      string   `yaml:"collection_id"`
-	MaxSliceGap       int      `yaml:"max_slice_gap"`
-	File              string   `yaml:"file,omitempty"`
-	ClinicalFile      string   `yaml:"clinical_file,omitempty"`
-	DICOMDir          string   `yaml:"dicom_dir,omitempty"`
-}
-
-// Settings implements pipeline.Stage.
+// Settings implements pipeline.Stage: the settings less the billing project and the byte
+// cap, which do not change the output (zero, they are omitted from the hashed YAML).
 func (st *Stage) Settings() any {
 	s := st.s
-	return hashedSettings{s.Source, s.Policy, s.IDCRelease, s.BQProject, s.AnalysisResultIDs, s.CollectionID, s.MaxSliceGap, s.File, s.ClinicalFile, s.DICOMDir}
+	s.BillingProject, s.MaxBytesBilled = "", 0
+	return s
 }
 
 // result is the stage's three tables.

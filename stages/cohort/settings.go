@@ -59,7 +59,7 @@ type Settings struct {
 	// GOOGLE_CLOUD_PROJECT). MaxBytesBilled caps what one query may bill. Neither changes
 	// the output, so neither is part of the config hash (see Stage.Settings).
 	BillingProject string   `yaml:"billing_project,omitempty"`
-	MaxBytesBilled ByteSize `yaml:"max_bytes_billed"`
+	MaxBytesBilled ByteSize `yaml:"max_bytes_billed,omitempty"`
 
 	// PipelineVersion goes into the tables' metadata only; the caller fills it.
 	PipelineVersion string `yaml:"-"`
