@@ -68,14 +68,9 @@ func (d *Dir) put(ctx context.Context, rel string, f *os.File) error {
 			// A request retried after its first try was stored fails its own precondition:
 			// the object then holds this very content.
 			gen, err = o.Generation, nil
-		case serr == nil && d.tookOver() && d.checkClaim(ctx) == nil:
-			// This attempt took the claim over and still holds it, so the writer was the
-			// earlier attempt, which has not yet seen the takeover (it checks before each
-			// push and before each marker, and its next write of this object, made over the
-			// generation it knows, fails): its object is replaced, once. A writer outside
-			// the claims is not overwritten.
+		case serr == nil && d.replacesEarlierAttempt(ctx):
 			d.log().Info("replacing an object an earlier attempt wrote after the takeover", "object", rel)
-			gen, err = d.rewrite(ctx, c, rel, f, o.Generation, ok)
+			gen, err = d.rewrite(ctx, c, rel, f, o.Generation) // 0 when the object is gone
 		}
 	}
 	if err != nil {
@@ -85,15 +80,21 @@ func (d *Dir) put(ctx context.Context, rel string, f *os.File) error {
 	return nil
 }
 
-// rewrite writes f as rel over generation gen (exists false: over no object) from its start.
-func (d *Dir) rewrite(ctx context.Context, c Conditional, rel string, f *os.File, gen int64, exists bool) (int64, error) {
+// rewrite writes f as rel, from its start, over generation gen (0: over no object).
+func (d *Dir) rewrite(ctx context.Context, c Conditional, rel string, f *os.File, gen int64) (int64, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, err
 	}
-	if !exists {
-		gen = 0
-	}
 	return c.WriteIf(ctx, d.object(rel), f, gen)
+}
+
+// replacesEarlierAttempt reports whether this attempt took the claim over and still holds
+// it: then whoever changed an object under it was the earlier attempt, which has not yet
+// seen the takeover (it checks before each push and before each marker, and its next write
+// of that object, made over the generation it knows, fails), and the object is this
+// attempt's to replace, once. A writer outside the claims is never overwritten.
+func (d *Dir) replacesEarlierAttempt(ctx context.Context) bool {
+	return d.tookOver() && d.checkClaim(ctx) == nil
 }
 
 func sameContent(f *os.File, o ObjectInfo) bool {
@@ -121,7 +122,7 @@ func (d *Dir) remove(ctx context.Context, rel string, gen int64) error {
 	err := c.DeleteIf(ctx, d.object(rel), gen)
 	if errors.Is(err, ErrConflict) {
 		// As in put: an attempt that took over deletes what the earlier one rewrote.
-		if o, ok, serr := d.stat(ctx, rel); serr == nil && d.tookOver() && d.checkClaim(ctx) == nil {
+		if o, ok, serr := d.stat(ctx, rel); serr == nil && d.replacesEarlierAttempt(ctx) {
 			err = nil
 			if ok {
 				err = c.DeleteIf(ctx, d.object(rel), o.Generation)
