@@ -16,6 +16,7 @@ import (
 
 	"connectome/internal/layout"
 	"connectome/internal/tables"
+	"connectome/internal/testenv"
 	"connectome/models/onnxrt/onnxrttest"
 	"connectome/pipeline"
 	"connectome/stages"
@@ -192,10 +193,7 @@ func requireGraphLibrary(t testing.TB) {
 	if report.GraphLibraryEmbedded() {
 		return
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("the graph library %s is missing: run make deps", report.GraphLibraryFile)
-	}
-	t.Skipf("the graph library %s is missing: run make deps", report.GraphLibraryFile)
+	testenv.Missing(t, "the graph library %s is missing: run make deps", report.GraphLibraryFile)
 }
 
 // TestFailuresCommand: a run with a bad item, then `connectome failures` lists it and counts it.

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"connectome/internal/testenv"
 )
 
 // debianPydicomFiles: the test files of Debian's python3-pydicom (see guard_test.go).
@@ -18,10 +20,7 @@ func requirePydicomFile(t *testing.T, name string) string {
 	t.Helper()
 	p := filepath.Join(debianPydicomFiles, name)
 	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%v: install python3-pydicom (make deps)", err)
-		}
-		t.Skipf("%s missing (python3-pydicom)", p)
+		testenv.Missing(t, "%v: install python3-pydicom (make deps)", err)
 	}
 	return p
 }
@@ -245,10 +244,7 @@ func TestJPEGLosslessSliceEqualsUncompressed(t *testing.T) {
 	src := requirePydicomFile(t, "CT_small.dcm")
 	enc, err := exec.LookPath("dcmcjpeg")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("dcmcjpeg missing: install dcmtk (make deps)")
-		}
-		t.Skip("dcmcjpeg missing (dcmtk)")
+		testenv.Missing(t, "dcmcjpeg missing (dcmtk)")
 	}
 	_, want, err := ReadSlice(src)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"connectome/internal/testenv"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -50,10 +52,7 @@ func TestWriteRejectsShapeMismatch(t *testing.T) {
 func TestNumpyReadsOurFile(t *testing.T) {
 	py := "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import numpy").Run(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI: %s with numpy is required: %v", py, err)
-		}
-		t.Skip("Debian python3-numpy not installed")
+		testenv.Missing(t, "%s with numpy (Debian python3-numpy): %v", py, err)
 	}
 	path := filepath.Join(t.TempDir(), "a.npy")
 	var buf bytes.Buffer

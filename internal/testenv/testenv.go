@@ -50,6 +50,17 @@ func Shared(t testing.TB, rel ...string) string {
 	return filepath.Join(append([]string{Root(t), "..", "shared"}, relParts(rel)...)...)
 }
 
+// Missing stops t for want of a prerequisite (a tool, a library, reference data), which the
+// message names with how to get it: under CI, where every prerequisite must be there, it
+// fails; elsewhere it skips.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf(format+" (required under CI)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
 // relParts turns "configs/models.yaml" style elements into native path elements.
 func relParts(rel []string) []string {
 	out := make([]string, len(rel))

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,5 +55,30 @@ func TestCommandsDoNotLinkTestHelpers(t *testing.T) {
 	}
 	if ours < 20 {
 		t.Fatalf("go list found only %d of our packages in the commands", ours)
+	}
+}
+
+// recordingTB records what Missing asks of a test instead of stopping it.
+type recordingTB struct {
+	testing.TB
+	fatal, skip string
+}
+
+func (r *recordingTB) Helper()                   {}
+func (r *recordingTB) Fatalf(f string, a ...any) { r.fatal = fmt.Sprintf(f, a...) }
+func (r *recordingTB) Skipf(f string, a ...any)  { r.skip = fmt.Sprintf(f, a...) }
+
+func TestMissingFailsUnderCIAndSkipsElsewhere(t *testing.T) {
+	t.Setenv("CI", "true")
+	r := &recordingTB{}
+	Missing(r, "tool %s missing", "x")
+	if r.fatal != "tool x missing (required under CI)" {
+		t.Errorf("under CI: fatal %q", r.fatal)
+	}
+	t.Setenv("CI", "")
+	r = &recordingTB{}
+	Missing(r, "tool %s missing", "x")
+	if r.fatal != "" || r.skip != "tool x missing" {
+		t.Errorf("outside CI: fatal %q, skip %q", r.fatal, r.skip)
 	}
 }

@@ -173,10 +173,7 @@ func TestFileClinicalStage(t *testing.T) {
 func TestFileSourcePublishedRecords(t *testing.T) {
 	path := testenv.Shared(t, "reference", "nlst-sybil-embeddings", "lesions.csv")
 	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("reference data missing: %v", err)
-		}
-		t.Skip("reference data not available")
+		testenv.Missing(t, "reference data missing: %v", err)
 	}
 	recs, err := readRecords(path, memory.DefaultAllocator)
 	if err != nil {

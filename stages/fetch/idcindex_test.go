@@ -43,10 +43,7 @@ func idcIndexDir(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv(idcIndexEnv)
 	if dir == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not set: `make idc-index` downloads IDC's series index and prints the folder", idcIndexEnv)
-		}
-		t.Skipf("%s not set (make idc-index)", idcIndexEnv)
+		testenv.Missing(t, "%s is not set: `make idc-index` downloads IDC's series index", idcIndexEnv)
 	}
 	return dir
 }
@@ -117,10 +114,7 @@ func readPublishedLesions(t *testing.T) []publishedLesion {
 	path := testenv.Shared(t, "reference", "nlst-sybil-embeddings", "lesions.csv")
 	f, err := os.Open(path)
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("reference data missing: %v", err)
-		}
-		t.Skip("reference data not available")
+		testenv.Missing(t, "reference data missing: %v", err)
 	}
 	defer f.Close()
 	recs, err := csv.NewReader(f).ReadAll()

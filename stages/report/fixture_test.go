@@ -68,10 +68,7 @@ func testLibrary(t testing.TB) string {
 	t.Helper()
 	p := testenv.File(t, "stages", "report", GraphLibraryFile)
 	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("graph library missing (%v): run `make deps`", err)
-		}
-		t.Skipf("graph library missing (%v): run `make deps`", err)
+		testenv.Missing(t, "graph library missing (%v): run `make deps`", err)
 	}
 	return p
 }

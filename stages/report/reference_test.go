@@ -35,10 +35,7 @@ func referenceDir(t testing.TB) string {
 	t.Helper()
 	dir := testenv.Shared(t, "reference", "nlst-sybil-embeddings")
 	if _, err := os.Stat(filepath.Join(dir, "lesions.csv")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("reference data missing: %v", err)
-		}
-		t.Skipf("reference data missing: %v", err)
+		testenv.Missing(t, "reference data missing: %v", err)
 	}
 	return dir
 }
