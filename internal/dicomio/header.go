@@ -236,12 +236,6 @@ func (pp *prefixParse) pixelData(elems []*dicom.Element, ts string, e *dicom.Ele
 	return h, true, nil
 }
 
-// decodesEncapsulated reports whether ts is a compressed syntax dicomio decodes: RLE Lossless
-// (rle.go) and JPEG Lossless (jpegll.go).
-func decodesEncapsulated(ts string) bool {
-	return ts == rleLossless || ts == jpegLosslessSV1 || ts == jpegLossless
-}
-
 // checkTransferSyntax accepts the two uncompressed little-endian syntaxes and the compressed
 // ones dicomio decodes, and names the rest.
 func checkTransferSyntax(ts string) error {

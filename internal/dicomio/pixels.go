@@ -44,10 +44,8 @@ func ReadSlice(path string) (SliceHeader, []byte, error) {
 			return h, nil, fmt.Errorf("read slice %s: compressed pixel data of %d samples per pixel: %w", path, h.SamplesPerPixel, ErrUnsupported)
 		}
 		frame, err := encapsulatedFrame(b[h.pixelOffset : h.pixelOffset+h.pixelLength])
-		if err == nil && h.TransferSyntax == rleLossless {
-			b, err = decodeRLE(frame, h.Rows, h.Columns, h.BitsAllocated)
-		} else if err == nil {
-			b, err = decodeJPEGLossless(frame, h.Rows, h.Columns, h.BitsAllocated, h.PixelRepresentation == 1)
+		if err == nil {
+			b, err = frameDecoderFor(h.TransferSyntax)(frame, h)
 		}
 		if err != nil {
 			return h, nil, fmt.Errorf("read slice %s: %w", path, err)
