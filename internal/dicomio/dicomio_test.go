@@ -158,18 +158,18 @@ func TestSeriesErrors(t *testing.T) {
 				return e
 			}
 		}, dicomio.ErrGeometry, "mixed orientations"},
-		{"compressed", func(s *dicomsynth.Series) {
+		{"compressed in a syntax not decoded", func(s *dicomsynth.Series) {
 			s.Edit = func(k int, e []*dicom.Element) []*dicom.Element {
-				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.4.90")
+				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.4.92")
 			}
-		}, dicomio.ErrUnsupported, "JPEG 2000 Image Compression (Lossless Only) (1.2.840.10008.1.2.4.90) is not supported"},
-		// The two compressed syntaxes NLST's CT holds in IDC (docs/idc-index.md): the lossy
-		// one is refused; the lossless one is decoded (jpegll.go) and must be encapsulated.
-		{"JPEG extended", func(s *dicomsynth.Series) {
+		}, dicomio.ErrUnsupported, "JPEG 2000 Part 2 Multi-component Image Compression (Lossless Only) (1.2.840.10008.1.2.4.92) is not supported"},
+		// The two compressed syntaxes NLST's CT holds in IDC (docs/idc-index.md) are decoded
+		// (jpegdct.go, jpegll.go) and must be encapsulated.
+		{"JPEG extended label on native pixels", func(s *dicomsynth.Series) {
 			s.Edit = func(k int, e []*dicom.Element) []*dicom.Element {
 				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.4.51")
 			}
-		}, dicomio.ErrUnsupported, "JPEG Extended (Process 2 and 4) (1.2.840.10008.1.2.4.51) is not supported"},
+		}, dicomio.ErrCorrupt, "1.2.840.10008.1.2.4.51 with native (not encapsulated) pixel data"},
 		{"JPEG lossless label on native pixels", func(s *dicomsynth.Series) {
 			s.Edit = func(k int, e []*dicom.Element) []*dicom.Element {
 				return setString(e, tag.TransferSyntaxUID, "1.2.840.10008.1.2.4.70")

@@ -491,7 +491,7 @@ func TestGuard(t *testing.T) {
 
 // TestCheckNamesCompressed: a compressed transfer syntax is named, as by the reader.
 func TestCheckNamesCompressed(t *testing.T) {
-	d := newDCM("1.2.840.10008.1.2.4.90") // JPEG 2000 lossless
+	d := newDCM("1.2.840.10008.1.2.4.92") // JPEG 2000 Part 2, not decoded
 	d.el(0x7FE0, 0x0010, "OB", make([]byte, 8))
 	err := dicomio.Check(d.b.Bytes())
 	if !errors.Is(err, dicomio.ErrUnsupported) || !strings.Contains(err.Error(), "JPEG 2000") {

@@ -22,7 +22,12 @@ type huffTable struct {
 	mincode [17]int32
 	vals    []byte
 	ok      bool
+	// lookahead decodes codes of up to lookaheadBits bits at once, indexed by the next
+	// lookaheadBits bits of the stream: length<<8 | value, 0 where the code is longer.
+	lookahead [1 << lookaheadBits]uint16
 }
+
+const lookaheadBits = 8
 
 func newHuffTable(counts []byte, vals []byte) (huffTable, error) {
 	var h huffTable
@@ -44,6 +49,19 @@ func newHuffTable(counts []byte, vals []byte) (huffTable, error) {
 		code <<= 1
 	}
 	h.maxcode[17] = 1 << 30 // stops the search
+	code = 0
+	for l, k := 1, 0; l <= lookaheadBits; l++ {
+		for range counts[l-1] {
+			// every lookahead index that starts with this code of l bits
+			first := int(code) << (lookaheadBits - l)
+			for i := range 1 << (lookaheadBits - l) {
+				h.lookahead[first+i] = uint16(l)<<8 | uint16(vals[k])
+			}
+			code++
+			k++
+		}
+		code <<= 1
+	}
 	h.ok = true
 	return h, nil
 }
@@ -88,7 +106,19 @@ func (b *bitReader) bits(k uint) uint32 {
 	return v
 }
 
+// peek returns the next k (≤ 24) bits without taking them.
+func (b *bitReader) peek(k uint) uint32 {
+	if b.n < k {
+		b.fill()
+	}
+	return b.acc >> (32 - k)
+}
+
 func (b *bitReader) decode(h *huffTable) (int, error) {
+	if e := h.lookahead[b.peek(lookaheadBits)]; e != 0 {
+		b.bits(uint(e >> 8))
+		return int(e & 0xFF), nil
+	}
 	code := int32(b.bits(1))
 	l := 1
 	for code > h.maxcode[l] {
@@ -124,11 +154,15 @@ func (b *bitReader) difference(h *huffTable) (int, error) {
 	return v, nil
 }
 
-// jpegFrame is what the markers before the scan say.
+// jpegFrame is what the markers before the scan say: the frame header of the one component,
+// the Huffman tables of both classes, and (DCT processes, jpegdct.go) the quantisation tables.
 type jpegFrame struct {
+	sof                   byte // the SOFn marker
 	precision, rows, cols int
 	component             byte
-	tables                [4]huffTable
+	quantTable            byte // the component's Tq
+	dc, ac                [4]huffTable
+	quant                 [4]*[64]int32 // natural (not zig-zag) order
 	restart               int
 }
 
@@ -140,16 +174,20 @@ func decodeJPEGLossless(data []byte, rows, cols, bitsAllocated int, signed bool)
 	if bitsAllocated != 8 && bitsAllocated != 16 {
 		return nil, fmt.Errorf("JPEG Lossless with %d bits allocated: %w", bitsAllocated, ErrUnsupported)
 	}
-	f, hdr, entropy, err := readJPEGHeaders(data, rows, cols)
+	f, hdr, entropy, err := readJPEGHeaders(data, rows, cols, isLosslessSOF)
 	if err != nil {
 		return nil, err
 	}
 	return f.scan(hdr, entropy, bitsAllocated, signed)
 }
 
+// isLosslessSOF accepts the frame header of the lossless Huffman process (SOF3).
+func isLosslessSOF(m byte) bool { return m == 0xC3 }
+
 // readJPEGHeaders reads the markers up to the scan: the frame they describe, the scan's
-// header and the entropy-coded data after it.
-func readJPEGHeaders(data []byte, rows, cols int) (f jpegFrame, scanHdr, entropy []byte, err error) {
+// header and the entropy-coded data after it. accept says which SOFn markers start a frame
+// this decoder reads; any other process is refused, naming its marker.
+func readJPEGHeaders(data []byte, rows, cols int, accept func(sof byte) bool) (f jpegFrame, scanHdr, entropy []byte, err error) {
 	if len(data) < 4 || data[0] != 0xFF || data[1] != 0xD8 {
 		return f, nil, nil, fmt.Errorf("JPEG frame does not start with SOI: %w", ErrCorrupt)
 	}
@@ -161,19 +199,22 @@ func readJPEGHeaders(data []byte, rows, cols int) (f jpegFrame, scanHdr, entropy
 		}
 		p = next
 		switch {
-		case m == 0xC3:
+		case accept(m):
+			f.sof = m
 			err = f.readSOF(seg, rows, cols)
 			sof = err == nil
 		case m == 0xC4:
 			err = f.readDHT(seg)
+		case m == 0xDB:
+			err = f.readDQT(seg)
 		case m == 0xDD && len(seg) == 2:
 			f.restart = int(binary.BigEndian.Uint16(seg))
 		case m == 0xDA && !sof:
-			err = fmt.Errorf("JPEG scan before a lossless frame header (SOF3): %w", ErrCorrupt)
+			err = fmt.Errorf("JPEG scan before the frame header: %w", ErrCorrupt)
 		case m == 0xDA:
 			return f, seg, data[p:], nil
-		case m >= 0xC0 && m <= 0xCF && m != 0xC8 && m != 0xCC:
-			err = fmt.Errorf("JPEG process of marker SOF%d is not lossless Huffman (SOF3): %w", m-0xC0, ErrUnsupported)
+		case m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC:
+			err = fmt.Errorf("JPEG process of marker SOF%d is not the one the transfer syntax declares: %w", m-0xC0, ErrUnsupported)
 		}
 		if err != nil {
 			return f, nil, nil, err
@@ -203,14 +244,18 @@ func nextMarker(data []byte, p int) (m byte, seg []byte, next int, err error) {
 
 func (f *jpegFrame) readSOF(seg []byte, rows, cols int) error {
 	if len(seg) < 9 || seg[5] != 1 {
-		return fmt.Errorf("JPEG Lossless frame of more than one component: %w", ErrUnsupported)
+		return fmt.Errorf("JPEG frame of more than one component: %w", ErrUnsupported)
 	}
 	f.precision = int(seg[0])
 	f.rows, f.cols = int(binary.BigEndian.Uint16(seg[1:])), int(binary.BigEndian.Uint16(seg[3:]))
-	f.component = seg[6]
+	f.component, f.quantTable = seg[6], seg[8]
+	lo, hi := 2, 16
+	if f.sof != 0xC3 {
+		lo, hi = 8, 12 // DCT processes: 8 bits (baseline), 8 or 12 (extended)
+	}
 	switch {
-	case f.precision < 2 || f.precision > 16:
-		return fmt.Errorf("JPEG Lossless precision %d: %w", f.precision, ErrCorrupt)
+	case f.precision < lo || f.precision > hi:
+		return fmt.Errorf("JPEG precision %d in frame SOF%d: %w", f.precision, f.sof-0xC0, ErrCorrupt)
 	case f.rows != rows || f.cols != cols:
 		return fmt.Errorf("JPEG frame is %d×%d, the header says %d×%d: %w", f.rows, f.cols, rows, cols, ErrCorrupt)
 	}
@@ -227,15 +272,17 @@ func (f *jpegFrame) readDHT(seg []byte) error {
 		for _, c := range seg[1:17] {
 			total += int(c)
 		}
-		if id > 3 || total > 256 || len(seg) < 17+total {
+		if class > 1 || id > 3 || total > 256 || len(seg) < 17+total {
 			return fmt.Errorf("JPEG Huffman table %d/%d of %d values: %w", class, id, total, ErrCorrupt)
 		}
+		t, err := newHuffTable(seg[1:17], seg[17:17+total])
+		if err != nil {
+			return err
+		}
 		if class == 0 {
-			t, err := newHuffTable(seg[1:17], seg[17:17+total])
-			if err != nil {
-				return err
-			}
-			f.tables[id] = t
+			f.dc[id] = t
+		} else {
+			f.ac[id] = t
 		}
 		seg = seg[17+total:]
 	}
@@ -247,7 +294,7 @@ func (f *jpegFrame) scan(hdr, data []byte, bitsAllocated int, signed bool) ([]by
 	if len(hdr) < 6 || hdr[0] != 1 || hdr[1] != f.component {
 		return nil, fmt.Errorf("JPEG scan of other than the frame's one component: %w", ErrUnsupported)
 	}
-	table := &f.tables[hdr[2]>>4&3]
+	table := &f.dc[hdr[2]>>4&3]
 	sv, pt := int(hdr[3]), int(hdr[5]&15)
 	switch {
 	case !table.ok:

@@ -104,7 +104,7 @@ func TestStage(t *testing.T) {
 			BoxMinMM: [3]float64{seed[0] - 5, seed[1] - 5, seed[2] - 5}, BoxMaxMM: [3]float64{seed[0] + 5, seed[1] + 5, seed[2] + 5}},
 		{LesionID: "L2", SeriesInstanceUID: "2.25.200", CenterMM: seed},
 		{LesionID: "L3", SeriesInstanceUID: "2.25.100", CenterMM: [3]float64{0, 0, 500}}, // far outside
-		{LesionID: "L4", SeriesInstanceUID: "2.25.300", CenterMM: seed},                  // JPEG
+		{LesionID: "L4", SeriesInstanceUID: "2.25.300", CenterMM: seed},                  // JPEG label, native pixels
 		{LesionID: "L5", SeriesInstanceUID: "2.25.999", CenterMM: seed},                  // no instances
 	}
 	if err := tables.WriteLesions(layout.New(run, pipeline.Shard{}).Lesions(), lesions, arrow.Metadata{}); err != nil {
