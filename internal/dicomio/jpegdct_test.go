@@ -3,6 +3,7 @@ package dicomio
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -258,4 +259,64 @@ func FuzzDecodeJPEGDCT(f *testing.F) {
 			t.Fatalf("unclassified error %v", err)
 		}
 	})
+}
+
+// LoadBox decodes a compressed slice from the one read of its header pass (which reads an
+// encapsulated Pixel Data element to its end): each file is read once, and the box is the
+// slice ReadSlice decodes.
+func TestLoadBoxReadsACompressedSliceOnce(t *testing.T) {
+	py := codecPython(t)
+	if _, err := exec.LookPath("dcmcjpeg"); err != nil {
+		testenv.Missing(t, "dcmcjpeg missing (dcmtk)")
+	}
+	dir := t.TempDir()
+	makeCTVariants(t, py, dir)
+	series := filepath.Join(dir, "series")
+	if err := os.Mkdir(series, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// a second slice 1 mm above the first: a series needs two
+	runPython(t, py, `
+import sys, pydicom
+from pydicom.uid import generate_uid
+ds = pydicom.dcmread(sys.argv[1])
+ds.ImagePositionPatient[2] += 1
+ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+ds.save_as(sys.argv[2])
+`, filepath.Join(dir, "ct12.dcm"), filepath.Join(dir, "ct12up.dcm"))
+	var size int64
+	for i, src := range []string{"ct12.dcm", "ct12up.dcm"} {
+		enc := filepath.Join(series, fmt.Sprintf("ct%d.dcm", i))
+		if b, err := exec.Command("dcmcjpeg", "+ee", filepath.Join(dir, src), enc).CombinedOutput(); err != nil {
+			t.Fatalf("dcmcjpeg: %v\n%s", err, b)
+		}
+		fi, err := os.Stat(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size += fi.Size()
+	}
+	ser, _, err := ReadSeriesDir(series)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, want, err := ReadSlice(ser.Slices[0].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol, st, err := ser.LoadBox([3]int{0, 0, 0}, [3]int{h.Columns - 1, h.Rows - 1, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Files != 2 || st.Bytes != size {
+		t.Errorf("LoadBox read %d bytes from %d files, want the 2 files of %d bytes once", st.Bytes, st.Files, size)
+	}
+	for j := range h.Rows {
+		for i := range h.Columns {
+			stored := float64(binary.LittleEndian.Uint16(want[2*(j*h.Columns+i):]))
+			if got, exp := vol.At(i, j, 0), float32(stored*h.Slope+h.Intercept); got != exp {
+				t.Fatalf("voxel (%d, %d) is %v, want %v", i, j, got, exp)
+			}
+		}
+	}
 }

@@ -21,12 +21,18 @@ type LoadStats struct {
 	Bytes int64 // read from disk: header prefixes and pixel rows (whole files where read whole)
 }
 
-// ReadSlice reads one file whole and parses its header; the pixel data stays raw.
+// ReadSlice reads one file whole and parses its header; it returns the pixel data as native
+// little-endian samples, decoding compressed syntaxes (codecs.go).
 func ReadSlice(path string) (SliceHeader, []byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return SliceHeader{}, nil, err
 	}
+	return sliceOf(path, b)
+}
+
+// sliceOf is ReadSlice of the file path whose bytes are b.
+func sliceOf(path string, b []byte) (SliceHeader, []byte, error) {
 	h, complete, err := parseHeaderPrefix(b, int64(len(b)))
 	h.Path = path
 	if err == nil && !complete {
@@ -80,15 +86,19 @@ func (s *Series) LoadBox(lo, hi [3]int) (*patch.Volume, LoadStats, error) {
 			return nil, st, fmt.Errorf("slice %d (%s): no file", k, name(plan))
 		}
 		st.Files++
-		// rows lo[1]..hi[1] of this slice; anything unusual is read whole, as before
-		h, raw, read, ok := readRows(plan.Path, lo[1], hi[1]+1)
+		// rows lo[1]..hi[1] of this slice; anything unusual (compressed, say) is decoded whole,
+		// from the bytes the header pass read where they are the whole file
+		h, raw, read, whole := readRows(plan.Path, lo[1], hi[1]+1)
 		st.Bytes += read
 		r0 := lo[1]
-		if !ok {
+		if raw == nil {
 			var err error
-			h, raw, err = ReadSlice(plan.Path)
-			if fi, e := os.Stat(plan.Path); e == nil {
-				st.Bytes += fi.Size()
+			if whole == nil {
+				whole, err = os.ReadFile(plan.Path)
+				st.Bytes += int64(len(whole))
+			}
+			if err == nil {
+				h, raw, err = sliceOf(plan.Path, whole)
 			}
 			if err != nil {
 				return nil, st, err
@@ -105,24 +115,28 @@ func (s *Series) LoadBox(lo, hi [3]int) (*patch.Volume, LoadStats, error) {
 
 // readRows reads the header of one file, then only the pixel rows [r0, r1) with one ReadAt
 // (rows the header prefix already holds are copied, not read again). It returns the raw rows
-// and the bytes read from disk. ok is false where the file is not single-frame, native,
+// and the bytes read from disk. raw is nil where the file is not single-frame, native,
 // little-endian, 16-bit pixel data of exactly Rows×Columns×2 bytes, where [r0, r1) is not
-// inside the image, or on any error: the caller then reads the file whole (ReadSlice), which
-// names the error.
-func readRows(path string, r0, r1 int) (h SliceHeader, raw []byte, read int64, ok bool) {
+// inside the image, or on any error: the caller then decodes the file whole (sliceOf), which
+// names the error, from whole where the header pass already read all of it (an encapsulated
+// Pixel Data element is read to its end to find its items).
+func readRows(path string, r0, r1 int) (h SliceHeader, raw []byte, read int64, whole []byte) {
 	f, err := os.Open(path)
 	if err != nil {
-		return h, nil, 0, false
+		return h, nil, 0, nil
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return h, nil, 0, false
+		return h, nil, 0, nil
 	}
 	h, prefix, read, err := readHeaderBuf(f, fi.Size())
 	h.Path = path
 	if err != nil || !native16(h, fi.Size()) || r0 < 0 || r1 > h.Rows || r0 >= r1 {
-		return h, nil, read, false
+		if int64(len(prefix)) == fi.Size() {
+			whole = prefix
+		}
+		return h, nil, read, whole
 	}
 	rowBytes := 2 * int64(h.Columns)
 	start, end := h.pixelOffset+int64(r0)*rowBytes, h.pixelOffset+int64(r1)*rowBytes
@@ -136,10 +150,10 @@ func readRows(path string, r0, r1 int) (h SliceHeader, raw []byte, read int64, o
 		n, _ := f.ReadAt(raw[k:], start+int64(k))
 		read += int64(n)
 		if n < len(raw)-k {
-			return h, nil, read, false
+			return h, nil, read, nil
 		}
 	}
-	return h, raw, read, true
+	return h, raw, read, nil
 }
 
 // native16 says whether the header pass located plain 16-bit, one-sample pixel data of

@@ -96,8 +96,8 @@ func TestRowReadEqualsFullRead(t *testing.T) {
 					ranges = append(ranges, [2]int{pre - 1, pre + 1}, [2]int{pre, R}, [2]int{0, pre})
 				}
 				for _, rr := range ranges {
-					h, raw, read, ok := readRows(path, rr[0], rr[1])
-					if !ok {
+					h, raw, read, _ := readRows(path, rr[0], rr[1])
+					if raw == nil {
 						t.Fatalf("rows %v: fell back to the whole-file read", rr)
 					}
 					if want := full[2*rr[0]*C : 2*rr[1]*C]; !bytes.Equal(raw, want) {
@@ -117,7 +117,7 @@ func TestRowReadEqualsFullRead(t *testing.T) {
 				}
 				// rows outside the image are left to the whole-file path
 				for _, rr := range [][2]int{{-1, 2}, {0, R + 1}, {3, 3}} {
-					if _, _, _, ok := readRows(path, rr[0], rr[1]); ok {
+					if _, raw, _, _ := readRows(path, rr[0], rr[1]); raw != nil {
 						t.Errorf("rows %v: read, want a fallback", rr)
 					}
 				}
@@ -167,8 +167,8 @@ func TestRowReadFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := ser.Slices[0].Path
-	if _, _, read, ok := readRows(path, 0, 10); ok || read == 0 {
-		t.Fatalf("rows of odd-length pixel data: ok %v after %d bytes, want a fallback after the header", ok, read)
+	if _, raw, read, _ := readRows(path, 0, 10); raw != nil || read == 0 {
+		t.Fatalf("rows of odd-length pixel data: %d bytes of rows after %d bytes, want a fallback after the header", len(raw), read)
 	}
 	lo, hi := [3]int{2, 140, 0}, [3]int{90, 149, 2}
 	vol, st, err := ser.LoadBox(lo, hi)
