@@ -20,6 +20,10 @@ func frameDecoderFor(ts string) frameDecoder {
 		return func(frame []byte, h SliceHeader) ([]byte, error) {
 			return decodeJPEGLossless(frame, h.Rows, h.Columns, h.BitsAllocated, h.PixelRepresentation == 1)
 		}
+	case jpegLSLossless, jpegLSNearLossless:
+		return func(frame []byte, h SliceHeader) ([]byte, error) {
+			return decodeJPEGLS(frame, h.Rows, h.Columns, h.BitsAllocated, h.PixelRepresentation == 1)
+		}
 	case jpegBaseline, jpegExtended:
 		return func(frame []byte, h SliceHeader) ([]byte, error) {
 			return decodeJPEGDCT(frame, h.Rows, h.Columns, h.BitsAllocated, h.PixelRepresentation == 1)
