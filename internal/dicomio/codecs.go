@@ -24,6 +24,10 @@ func frameDecoderFor(ts string) frameDecoder {
 		return func(frame []byte, h SliceHeader) ([]byte, error) {
 			return decodeJPEGLS(frame, h.Rows, h.Columns, h.BitsAllocated, h.PixelRepresentation == 1)
 		}
+	case jpeg2000Lossless, jpeg2000:
+		return func(frame []byte, h SliceHeader) ([]byte, error) {
+			return decodeJPEG2000(frame, ts, h.Rows, h.Columns, h.BitsAllocated, h.PixelRepresentation == 1)
+		}
 	case jpegBaseline, jpegExtended:
 		return func(frame []byte, h SliceHeader) ([]byte, error) {
 			return decodeJPEGDCT(frame, h.Rows, h.Columns, h.BitsAllocated, h.PixelRepresentation == 1)
