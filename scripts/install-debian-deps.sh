@@ -5,9 +5,13 @@
 #   libopenblas0-pthread  the BLAS NumPy must use for the similarity benchmark to mean anything
 #   python3-pydicom   the reference DICOM reader of ../shared/tools/patchref.py, and the RLE
 #                     encoder and test files of dicomio's decoder tests
-#   dcmtk             dcmcjpeg, the JPEG Lossless encoder of dicomio's decoder tests
+#   dcmtk             dcmcjpeg/dcmcjpls and their decoders: encoders and second references of
+#                     dicomio's JPEG and JPEG-LS decoder tests
+#   libjpeg-turbo-progs  cjpeg, which writes the JPEG restart intervals dicomio's test decodes
+#   libopenjp2-7      OpenJPEG 2.5 (libopenjp2.so.7), which dicomio loads at run time (dlopen)
+#                     to decode JPEG 2000 slices; the runtime library only, no headers
 set -euo pipefail
-pkgs=(chromium python3-numpy python3-pydicom libopenblas0-pthread dcmtk)
+pkgs=(chromium python3-numpy python3-pydicom libopenblas0-pthread dcmtk libjpeg-turbo-progs libopenjp2-7)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
