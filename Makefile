@@ -181,8 +181,8 @@ notebooks-published: published-run ## re-render docs/example-published.html: the
 	@$(NB_PY) notebooks/execute.py --run-dir runs/published --params notebooks/published.yaml \
 		--notebook notebooks/connectome.ipynb --out runs/published/notebooks --html docs/example-published.html
 
-bench: deps ## the benchmarks of docs/BENCHMARKS.md, each against its reference in the same run
-	@scripts/bench/run-all.sh
+bench: deps codec-venv ## the benchmarks of docs/BENCHMARKS.md, each against its reference in the same run
+	@$(CODEC_ENV) scripts/bench/run-all.sh
 
 demo: deps build ## the whole pipeline offline on the embedded synthetic default
 	@scripts/demo.sh
