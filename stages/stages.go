@@ -125,7 +125,7 @@ func Build(ctx context.Context, cfg Config, version string, ep Endpoints, log *s
 	rs.Models = reportModels(reg)
 
 	p.Stages = []pipeline.Stage{
-		cohort.New(cs, q),
+		cohort.New(cs, q).WithObjects(fs.Downloader(store)),
 		fetch.New(fs, reg, store, nil).WithExtraCrops(preprocess.QCCrop()),
 		preprocess.New(ps, reg),
 		embed.New(es, reg, p.Runtime),

@@ -9,9 +9,9 @@ import (
 
 	"cloud.google.com/go/bigquery"
 	"github.com/suyashkumar/dicom"
-	"github.com/suyashkumar/dicom/pkg/tag"
 
 	"connectome/internal/idcfake"
+	"connectome/internal/sr"
 )
 
 // Tables returns the BigQuery tables that describe the cohort as IDC would: dicom_all rows
@@ -102,7 +102,7 @@ func (m *Manifest) dicomAllRow(o Object, schema bigquery.Schema, analysisResultI
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", o.Key, err)
 	}
-	attrs := datasetTree(ds.Elements, 0)
+	attrs := sr.Tree(ds.Elements)
 	// IDC's own columns (etl_flow dicom_all.sql).
 	attrs["collection_id"] = "nlst"
 	if o.Modality == "SR" {
@@ -115,33 +115,6 @@ func (m *Manifest) dicomAllRow(o Object, schema bigquery.Schema, analysisResultI
 	attrs["aws_url"] = "s3://" + m.Bucket + "/" + o.Key
 	attrs["instance_size"] = o.Size
 	return project(attrs, schema), nil
-}
-
-// datasetTree turns elements into keyword → value: []string, []int, []float64, or []any of
-// nested maps for sequences.
-func datasetTree(elems []*dicom.Element, depth int) map[string]any {
-	out := map[string]any{}
-	if depth > 16 {
-		return out
-	}
-	for _, e := range elems {
-		info, err := tag.Find(e.Tag)
-		if err != nil || e.Value == nil || e.Tag.Group == 0x0002 {
-			continue
-		}
-		switch v := e.Value.GetValue().(type) {
-		case []*dicom.SequenceItemValue:
-			items := make([]any, 0, len(v))
-			for _, it := range v {
-				sub, _ := it.GetValue().([]*dicom.Element)
-				items = append(items, datasetTree(sub, depth+1))
-			}
-			out[info.Keyword] = items
-		case []string, []int, []float64:
-			out[info.Keyword] = v
-		}
-	}
-	return out
 }
 
 // project keeps the attributes that schema has a column for, converted to the column's type:

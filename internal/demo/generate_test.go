@@ -360,7 +360,7 @@ func TestSRRoundTrip(t *testing.T) {
 // (keyword → value), made by the same conversion that loads the SR into the emulator.
 func srJSON(t *testing.T, ds dicom.Dataset, keyword string) []byte {
 	t.Helper()
-	b, err := json.Marshal(datasetTree(ds.Elements, 0)[keyword])
+	b, err := json.Marshal(sr.Tree(ds.Elements)[keyword])
 	if err != nil {
 		t.Fatal(err)
 	}

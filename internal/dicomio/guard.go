@@ -47,6 +47,13 @@ func checkPrefix(prefix []byte, size int64) (complete bool, err error) {
 	return true, err
 }
 
+// Guard runs the guard on a whole object in memory, before any other reader of DICOM (the SR
+// reader, say) hands it to the library. Errors wrap ErrCorrupt.
+func Guard(b []byte) error {
+	w := &walker{src: source{buf: b, size: int64(len(b))}}
+	return w.file()
+}
+
 // source serves byte ranges of a file from buf, its first bytes (all of them, or a prefix).
 type source struct {
 	buf  []byte

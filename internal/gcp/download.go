@@ -18,6 +18,7 @@ import (
 	"google.golang.org/api/googleapi"
 
 	"connectome/internal/atomicfile"
+	"connectome/pipeline"
 )
 
 // Kind says why a download failed, so the caller can record it as the right error class.
@@ -31,6 +32,23 @@ const (
 	KindInput    Kind = "bad_input" // the object is intact but not what the caller expected (size)
 	KindDisk     Kind = "disk"      // the local cache could not be written: not the object's fault
 )
+
+// Class is the pipeline's error class of a download that failed for this reason.
+func (k Kind) Class() string {
+	switch k {
+	case KindNotFound:
+		return pipeline.ClassNotFound
+	case KindChecksum:
+		return pipeline.ClassChecksum
+	case KindTimeout:
+		return pipeline.ClassTimeout
+	case KindNetwork:
+		return pipeline.ClassNetwork
+	case KindInput:
+		return pipeline.ClassInput
+	}
+	return pipeline.ClassUnknown
+}
 
 // Error is a failed download after its last attempt.
 type Error struct {

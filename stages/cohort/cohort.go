@@ -13,6 +13,7 @@ import (
 
 	"cloud.google.com/go/bigquery"
 
+	"connectome/internal/gcp"
 	"connectome/internal/layout"
 	"connectome/internal/sr"
 	"connectome/internal/tables"
@@ -21,12 +22,20 @@ import (
 
 // Stage is the cohort stage.
 type Stage struct {
-	s Settings
-	q Querier
+	s       Settings
+	q       Querier
+	objects *gcp.Downloader // the SR objects, for sr_content bucket
 }
 
 // New returns the stage. q may be nil for source file (see NewQuerier).
 func New(s Settings, q Querier) *Stage { return &Stage{s: s, q: q} }
+
+// WithObjects sets the downloader of the SR objects (sr_content bucket): the fetch stage's
+// store, retries and timeout.
+func (st *Stage) WithObjects(dl *gcp.Downloader) *Stage {
+	st.objects = dl
+	return st
+}
 
 // Name implements pipeline.Stage.
 func (st *Stage) Name() string { return layout.Cohort }
@@ -34,11 +43,12 @@ func (st *Stage) Name() string { return layout.Cohort }
 // Version implements pipeline.Stage.
 func (st *Stage) Version() string { return "1" }
 
-// Settings implements pipeline.Stage: the settings less the billing project and the byte
-// cap, which do not change the output (zero, they are omitted from the hashed YAML).
+// Settings implements pipeline.Stage: the settings less the billing project, the byte cap
+// and where the SR content is read, which do not change the output (zero, they are omitted
+// from the hashed YAML).
 func (st *Stage) Settings() any {
 	s := st.s
-	s.BillingProject, s.MaxBytesBilled = "", 0
+	s.BillingProject, s.MaxBytesBilled, s.SRContent = "", 0, ""
 	return s
 }
 
@@ -121,7 +131,11 @@ func (st *Stage) fromBigQuery(ctx context.Context, sc *pipeline.Context) (*resul
 	if st.s.IDCRelease == "idc_current" {
 		sc.Log.Warn("cohort: idc_release is idc_current, which is not pinned; the run records it as such and may not be reproducible")
 	}
-	r := &queryRunner{q: st.q, project: st.s.BQProject, release: st.s.IDCRelease, maxBytes: int64(st.s.MaxBytesBilled), log: sc.Log, count: sc.Count}
+	if st.s.SRContent == SRContentBucket && st.objects == nil {
+		return nil, pipeline.Haltf("cohort.sr_content %s needs a Cloud Storage client (cohort.Stage.WithObjects)", SRContentBucket)
+	}
+	r := &queryRunner{q: st.q, project: st.s.BQProject, release: st.s.IDCRelease, maxBytes: int64(st.s.MaxBytesBilled),
+		srContent: st.s.SRContent == SRContentBigQuery, log: sc.Log, count: sc.Count}
 	prsnDesc, err := st.checkClinicalSchema(ctx, r, labels)
 	if err != nil {
 		return nil, err
@@ -185,6 +199,11 @@ func (st *Stage) srObjects(ctx context.Context, r *queryRunner, sc *pipeline.Con
 			st.s.BQProject, st.s.IDCRelease, st.s.CollectionID, st.s.AnalysisResultIDs)
 	}
 	decoded := decodeSRObjects(rows)
+	if st.s.SRContent == SRContentBucket {
+		if decoded, err = st.readSRObjects(ctx, sc, decoded); err != nil {
+			return nil, nil, err
+		}
+	}
 	for _, d := range decoded {
 		matched = append(matched, d.AnalysisResultID)
 	}

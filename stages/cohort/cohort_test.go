@@ -68,6 +68,8 @@ func TestSettings(t *testing.T) {
 		func(s *Settings) { s.Source = SourceFile },
 		func(s *Settings) { s.AnalysisResultIDs = nil },
 		func(s *Settings) { s.AnalysisResultIDs = []string{"NLST-Sybil", ""} },
+		func(s *Settings) { s.SRContent = "" },
+		func(s *Settings) { s.SRContent = "file" },
 	}
 	for i, f := range bad {
 		s := DefaultSettings()
@@ -89,6 +91,33 @@ func TestSettings(t *testing.T) {
 	for _, in := range []string{"", "GB", "5 XB", "-1"} {
 		if _, err := ParseByteSize(in); err == nil {
 			t.Errorf("ParseByteSize(%q) accepted", in)
+		}
+	}
+}
+
+// TestSRObjectsReadsContentOnlyWhenAsked: with sr_content bucket (the default), sr_objects
+// reads no SR sequence column, above all not the wide ContentSequence that BigQuery would bill
+// for every SR of the collection; with sr_content bigquery it reads all three.
+func TestSRObjectsReadsContentOnlyWhenAsked(t *testing.T) {
+	sequences := []string{"ContentSequence", "ContentTemplateSequence", "CurrentRequestedProcedureEvidenceSequence"}
+	for _, content := range []bool{false, true} {
+		r := &queryRunner{project: "bigquery-public-data", release: "idc_v25", srContent: content}
+		sql, err := r.render("sr_objects")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var code []string
+		for _, line := range strings.Split(sql, "\n") {
+			code = append(code, strings.SplitN(line, "--", 2)[0])
+		}
+		body := strings.Join(code, "\n")
+		for _, col := range sequences {
+			if strings.Contains(body, "TO_JSON_STRING("+col+")") != content {
+				t.Errorf("srContent %v: query reads %s: %v\n%s", content, col, !content, body)
+			}
+		}
+		if !strings.Contains(body, "gcs_url") || !strings.Contains(body, "instance_size") {
+			t.Errorf("srContent %v: query does not return the SR objects' gcs_url and instance_size", content)
 		}
 	}
 }
@@ -332,8 +361,11 @@ func TestSettingsYAML(t *testing.T) {
 	if err := yamlconf.Decode("c.yaml", []byte("polcy: all-lesions\n"), &s); err == nil || !strings.Contains(err.Error(), "c.yaml:1") {
 		t.Errorf("unknown key: %v", err)
 	}
-	// Billing project and byte cap do not change the output, so not the config hash.
-	a, b := New(s, nil).Settings(), New(func() Settings { x := s; x.BillingProject = "other-proj"; x.MaxBytesBilled = 1; return x }(), nil).Settings()
+	// Billing project, byte cap and where the SR content is read do not change the output,
+	// so not the config hash.
+	other := s
+	other.BillingProject, other.MaxBytesBilled, other.SRContent = "other-proj", 1, SRContentBigQuery
+	a, b := New(s, nil).Settings(), New(other, nil).Settings()
 	if !reflect.DeepEqual(a, b) {
 		t.Errorf("hashed settings differ: %+v vs %+v", a, b)
 	}

@@ -23,8 +23,10 @@ type queryRunner struct {
 	project  string // data project, validated
 	release  string // IDC release, validated
 	maxBytes int64
-	log      *slog.Logger
-	count    func(string, int64)
+	// srContent asks sr_objects for the SRs' content trees (sr_content bigquery)
+	srContent bool
+	log       *slog.Logger
+	count     func(string, int64)
 }
 
 // render fills the query's dataset placeholders. Only validated identifiers are substituted
@@ -43,7 +45,11 @@ func (r *queryRunner) render(name string) (string, error) {
 		return "", fmt.Errorf("parse query %s: %w", name, err)
 	}
 	var sb strings.Builder
-	if err := t.Execute(&sb, struct{ Project, Release string }{r.project, r.release}); err != nil {
+	data := struct {
+		Project, Release string
+		SRContent        bool
+	}{r.project, r.release, r.srContent}
+	if err := t.Execute(&sb, data); err != nil {
 		return "", fmt.Errorf("render query %s: %w", name, err)
 	}
 	return sb.String(), nil
@@ -106,10 +112,13 @@ func vInt(row map[string]bigquery.Value, k string) (int64, bool) {
 	return 0, false
 }
 
-// srObjectRow is one row of sr_objects.sql before its content is parsed.
+// srObjectRow is one row of sr_objects.sql before its content is parsed; the content comes
+// from the query or from the SR's object (readSRObjects).
 type srObjectRow struct {
 	AnalysisResultID                                      string
 	PatientID, StudyUID, StudyDate, SRSeriesUID, SRSOPUID string
+	GCSURL                                                string
+	InstanceSize                                          int64
 	EvidenceJSON, TemplateID, ContentJSON                 string
 }
 
@@ -122,6 +131,10 @@ func decodeSRObjects(rows []map[string]bigquery.Value) []srObjectRow {
 			StudyDate: vStr(r, "study_date"), SRSeriesUID: vStr(r, "sr_series_instance_uid"),
 			SRSOPUID: vStr(r, "sr_sop_instance_uid"), EvidenceJSON: vStr(r, "evidence_json"),
 			TemplateID: templateID(vStr(r, "template_json")), ContentJSON: vStr(r, "content_json"),
+			GCSURL: vStr(r, "gcs_url"),
+		}
+		if n, ok := vInt(r, "instance_size"); ok {
+			out[i].InstanceSize = n
 		}
 	}
 	return out

@@ -17,6 +17,12 @@ const (
 	PolicyOneLesionPerPatient = "one-lesion-per-patient"
 	PolicyAllLesions          = "all-lesions"
 	PolicyPublished2026       = "published-2026"
+
+	// Where the SRs' content trees are read (source bigquery): from each SR's object in the
+	// bucket (a few hundred kB per SR) or from BigQuery's ContentSequence column, which is
+	// billed for every SR in the collection (docs/cohort-policies.md, "Bytes scanned").
+	SRContentBucket   = "bucket"
+	SRContentBigQuery = "bigquery"
 )
 
 // DefaultMaxBytesBilled is the default cap on the bytes one query may bill: 50 GB.
@@ -44,6 +50,12 @@ type Settings struct {
 	// carry their source collection's id). Every dicom_all query filters on it: dicom_all is
 	// clustered on collection_id, so the filter lets BigQuery skip the other collections.
 	CollectionID string `yaml:"collection_id"`
+	// SRContent is where the SRs' content comes from: "bucket" (default: each SR object is
+	// downloaded from its gcs_url, through fetch's endpoint, retries and timeout) or
+	// "bigquery" (the ContentSequence column: no download, but tens of GB scanned for NLST).
+	// Both give the same content (internal/demo/demorun's TestSRContentFromBucketOrBigQuery),
+	// so it is not part of the config hash (see Stage.Settings).
+	SRContent string `yaml:"sr_content,omitempty"`
 	// MaxSliceGap is the largest difference in slice index between two boxes of one 3-D
 	// lesion (1 = adjacent slices only).
 	MaxSliceGap int `yaml:"max_slice_gap"`
@@ -78,6 +90,7 @@ func DefaultSettings() Settings {
 		BQProject:         "bigquery-public-data",
 		AnalysisResultIDs: []string{"NLST-Sybil", "nlst_sybil"},
 		CollectionID:      "nlst",
+		SRContent:         SRContentBucket,
 		MaxSliceGap:       1,
 		MaxBytesBilled:    DefaultMaxBytesBilled,
 	}
@@ -107,6 +120,9 @@ func (s Settings) Validate() error {
 		}
 		if s.CollectionID == "" {
 			return fmt.Errorf("collection_id is empty")
+		}
+		if s.SRContent != SRContentBucket && s.SRContent != SRContentBigQuery {
+			return fmt.Errorf("sr_content %q, want %q or %q", s.SRContent, SRContentBucket, SRContentBigQuery)
 		}
 		if s.MaxBytesBilled <= 0 {
 			return fmt.Errorf("max_bytes_billed = %d, want > 0", s.MaxBytesBilled)

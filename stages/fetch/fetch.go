@@ -472,14 +472,7 @@ func itemError(id string, lp *lesionPlan, failed []*object) *pipeline.ItemError 
 	case errors.Is(first.err, os.ErrNotExist):
 		class = pipeline.ClassNotFound
 	case errors.As(first.err, &de):
-		class = map[gcp.Kind]string{
-			gcp.KindNotFound: pipeline.ClassNotFound,
-			gcp.KindChecksum: pipeline.ClassChecksum,
-			gcp.KindTimeout:  pipeline.ClassTimeout,
-			gcp.KindNetwork:  pipeline.ClassNetwork,
-			gcp.KindInput:    pipeline.ClassInput,
-			gcp.KindDisk:     pipeline.ClassUnknown,
-		}[de.Kind]
+		class = de.Kind.Class()
 	}
 	more := ""
 	if len(failed) > 1 {

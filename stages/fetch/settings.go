@@ -82,6 +82,13 @@ func (s Settings) objectTimeout() (time.Duration, error) {
 	return d, nil
 }
 
+// Downloader is how fetch downloads from store (retries, attempt timeout), for the other
+// readers of the same bucket (the cohort stage's SR objects). Call it on valid settings.
+func (s Settings) Downloader(store gcp.ObjectStore) *gcp.Downloader {
+	timeout, _ := s.objectTimeout()
+	return &gcp.Downloader{Store: store, Retries: s.Retries, Timeout: timeout}
+}
+
 // ObjectStore is the storage client fetch downloads with (see internal/gcp).
 type ObjectStore = gcp.ObjectStore
 

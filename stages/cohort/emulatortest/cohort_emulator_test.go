@@ -75,8 +75,11 @@ func mainFixture() *idcfake.Fixture {
 	}}
 }
 
+// settings: the fixtures are BigQuery rows only (no SR objects in a bucket), so the SR
+// content is read from BigQuery; internal/demo/demorun checks that the bucket gives the same.
 func settings(policy string) cohort.Settings {
 	s := cohort.DefaultSettings()
+	s.SRContent = cohort.SRContentBigQuery
 	s.Policy = policy
 	s.PipelineVersion = "test"
 	return s
