@@ -1,8 +1,9 @@
 // Package sr reads the planar ROI measurement groups (TID 1500 → TID 1410) of a DICOM
 // Structured Report: per group its tracking identifier and UID, finding, image region
 // (SCOORD) and the image it was drawn on. It reads the content tree as the JSON that
-// BigQuery's TO_JSON_STRING(ContentSequence) returns for IDC's dicom_all. The demo's SR files
-// reach it the same way: turned into that JSON, as they are when loaded into the emulator.
+// BigQuery's TO_JSON_STRING(ContentSequence) returns for IDC's dicom_all; an SR object read
+// from its file (ReadDICOM: the cohort stage's default, and the demo's SRs when loaded into
+// the emulator) is turned into that JSON first, so one walker reads both.
 package sr
 
 import (
