@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"connectome/internal/testenv"
 )
@@ -288,9 +287,10 @@ func TestJPEGLSRestartIntervals(t *testing.T) {
 	}
 }
 
-// A 512×512 16-bit slice (CT_small enlarged, with noise, coded by CharLS) decodes in tens of
-// milliseconds; the test fails only at a second, far above that, to catch a slow reader.
-func TestJPEGLSDecodeSpeed512(t *testing.T) {
+// A 512×512 16-bit slice (CT_small enlarged, with noise, coded by CharLS) decodes to the
+// image: the full-size CT case, long runs and many contexts. Its speed is measured by
+// BenchmarkReadSliceCompressed (docs/BENCHMARKS.md), not here.
+func TestJPEGLS512Slice(t *testing.T) {
 	py := codecPython(t)
 	dir := t.TempDir()
 	stream := filepath.Join(dir, "big.jls")
@@ -311,18 +311,9 @@ open(sys.argv[3], "wb").write(a.tobytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	best := time.Duration(1 << 62)
-	for range 3 {
-		start := time.Now()
-		got, err := decodeJPEGLS(data, 512, 512, 16, false)
-		best = min(best, time.Since(start))
-		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("decoded %d bytes (%v), %d differ", len(got), err, jlsDiffering(got, want))
-		}
-	}
-	t.Logf("512×512 16-bit slice (%d bytes coded): decoded in %v", len(data), best)
-	if best > time.Second {
-		t.Fatalf("decoding took %v", best)
+	got, err := decodeJPEGLS(data, 512, 512, 16, false)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("decoded %d bytes (%v), %d differ", len(got), err, jlsDiffering(got, want))
 	}
 }
 
