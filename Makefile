@@ -19,7 +19,7 @@ CONNECTOME_CACHE ?= $(HOME)/.cache/connectome
 
 .PHONY: help deps deps-go deps-ort deps-web deps-axe deps-debian deps-demo build test crash-test lint bench demo pipeline clean \
 	export-venv models-random models-random-ci ctvit-compare notebooks notebooks-python notebooks-published published-run \
-	idc-index codec-venv
+	idc-index reference-venv
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,13 +78,13 @@ OTHER_PKGS = $$($(GO) list ./... | grep -v -E '^connectome/(pipeline|stages)(/|$
 # The 9 random-weight encoders (models-random-ci) for stages/embed's TestRealModelsMatchPyTorch.
 REALMODELS_ENV = CONNECTOME_REALMODELS_DIR="$(RANDOM_CI_DIR)" CONNECTOME_EXPORT_PYTHON="$(EXPORT_PY)" CONNECTOME_REALMODELS_SEED=$(RANDOM_SEED)
 
-test: deps lint models-random-ci idc-index codec-venv ## everything CI runs: deps, lint, the 9 random-weight encoders, IDC's index, all Go tests, the crash test, the notebooks
+test: deps lint models-random-ci idc-index reference-venv ## everything CI runs: deps, lint, the 9 random-weight encoders, IDC's index, all Go tests, the crash test, the notebooks
 	@echo "test: go test -race on the engine and the stages (ONNXRUNTIME_LIB=$(ONNXRUNTIME_LIB))"
 	@$(IDC_INDEX_ENV) $(GO) test $(GO_TEST_FLAGS) -race -skip TestRealModelsMatchPyTorch $(RACE_PKGS)
 	@echo "test: the 9 random-weight encoders through the embed stage against PyTorch (no race detector: the time is in ONNX Runtime and PyTorch)"
 	@$(REALMODELS_ENV) $(GO) test $(GO_TEST_FLAGS) -v -run TestRealModelsMatchPyTorch ./stages/embed | grep -E '^(=== RUN|--- |\s+realmodels_test.go|ok|FAIL|PASS)'
 	@echo "test: go test on everything else"
-	@$(IDC_INDEX_ENV) $(CODEC_ENV) $(GO) test $(GO_TEST_FLAGS) $(OTHER_PKGS)
+	@$(IDC_INDEX_ENV) $(REF_ENV) $(GO) test $(GO_TEST_FLAGS) $(OTHER_PKGS)
 	@$(MAKE) --no-print-directory crash-test
 	@$(MAKE) --no-print-directory notebooks
 
@@ -108,22 +108,23 @@ $(IDC_INDEX_DIR)/.installed: $(IDC_INDEX_REQ)
 		$(PYTHON) -m zipfile -e $(IDC_INDEX_DIR)/wheel/*.whl $(IDC_INDEX_DIR)/pkg; \
 		touch $@'
 
-# pydicom and its decoding plugins (internal/dicomio/requirements.txt, pinned), the reference
-# of dicomio's compressed-pixel tests; outside git, named by the requirements' hash.
-CODEC_REQ   := internal/dicomio/requirements.txt
-CODEC_VENV  ?= $(CONNECTOME_CACHE)/venv-codecs-$(shell sha256sum $(CODEC_REQ) | cut -c1-12)
-CODEC_ENV    = CONNECTOME_CODEC_PYTHON="$(CODEC_VENV)/bin/python"
+# The reference Python of the Go tests (testdata/reference-python/requirements.txt, pinned):
+# pydicom with its decoding plugins (dicomio) and highdicom (sr); outside git, named by the
+# requirements' hash.
+REF_REQ   := testdata/reference-python/requirements.txt
+REF_VENV  ?= $(CONNECTOME_CACHE)/venv-reference-$(shell sha256sum $(REF_REQ) | cut -c1-12)
+REF_ENV    = CONNECTOME_REFERENCE_PYTHON="$(REF_VENV)/bin/python"
 
-codec-venv: $(CODEC_VENV)/.installed ## pydicom and its codec plugins, the reference of dicomio's decoder tests
+reference-venv: $(REF_VENV)/.installed ## pydicom with its codec plugins, and highdicom: the reference Python of the dicomio and sr tests
 
-$(CODEC_VENV)/.installed: $(CODEC_REQ)
-	@mkdir -p $(dir $(CODEC_VENV))
-	@flock $(CODEC_VENV).lock $(SHELL) -eu -o pipefail -c '\
-		if [ -e $@ ] && [ $@ -nt $(CODEC_REQ) ]; then exit 0; fi; \
-		echo "codec-venv: creating $(CODEC_VENV) from $(CODEC_REQ) (about 180 MB, a minute the first time)"; \
-		rm -rf $(CODEC_VENV); \
-		$(PYTHON) -m venv $(CODEC_VENV); \
-		$(CODEC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r $(CODEC_REQ); \
+$(REF_VENV)/.installed: $(REF_REQ)
+	@mkdir -p $(dir $(REF_VENV))
+	@flock $(REF_VENV).lock $(SHELL) -eu -o pipefail -c '\
+		if [ -e $@ ] && [ $@ -nt $(REF_REQ) ]; then exit 0; fi; \
+		echo "reference-venv: creating $(REF_VENV) from $(REF_REQ) (about 190 MB, a minute the first time)"; \
+		rm -rf $(REF_VENV); \
+		$(PYTHON) -m venv $(REF_VENV); \
+		$(REF_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r $(REF_REQ); \
 		touch $@'
 
 # SIGKILL the demo at CRASH_POINTS seeded points (per run directory kind: local, gs:// on fake
@@ -181,8 +182,8 @@ notebooks-published: published-run ## re-render docs/example-published.html: the
 	@$(NB_PY) notebooks/execute.py --run-dir runs/published --params notebooks/published.yaml \
 		--notebook notebooks/connectome.ipynb --out runs/published/notebooks --html docs/example-published.html
 
-bench: deps codec-venv ## the benchmarks of docs/BENCHMARKS.md, each against its reference in the same run
-	@$(CODEC_ENV) scripts/bench/run-all.sh
+bench: deps reference-venv ## the benchmarks of docs/BENCHMARKS.md, each against its reference in the same run
+	@$(REF_ENV) scripts/bench/run-all.sh
 
 demo: deps build ## the whole pipeline offline on the embedded synthetic default
 	@scripts/demo.sh

@@ -25,19 +25,9 @@ func requirePydicomFile(t *testing.T, name string) string {
 	return p
 }
 
-// codecPython is the Python of the reference environment (make codec-venv): pydicom 3 with
-// the decoding plugins it uses for JPEG, JPEG-LS and JPEG 2000.
-func codecPython(t *testing.T) string {
-	t.Helper()
-	py := os.Getenv("CONNECTOME_CODEC_PYTHON")
-	if py == "" {
-		testenv.Missing(t, "CONNECTOME_CODEC_PYTHON is not set: run the test through make test (make codec-venv)")
-	}
-	if _, err := os.Stat(py); err != nil {
-		testenv.Missing(t, "the reference codec environment: %v (make codec-venv)", err)
-	}
-	return py
-}
+// codecPython is the Python of the reference environment: pydicom 3 with the decoding
+// plugins it uses for JPEG, JPEG-LS and JPEG 2000.
+func codecPython(t *testing.T) string { return testenv.ReferencePython(t) }
 
 // runPython runs script with args under python and fails t, printing its output, if it fails.
 func runPython(t *testing.T, python, script string, args ...string) {

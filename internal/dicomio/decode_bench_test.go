@@ -12,13 +12,13 @@ import (
 // 4×4) in each transfer syntax dicomio decodes, through ReadSlice (whole file, header, decode),
 // and reports its time against pydicom 3 decoding the same file with its plugin in the same
 // run (x-pydicom: below 1 is faster than pydicom), and against reading the uncompressed file
-// (x-native). Needs the reference environment (make codec-venv) and dcmcjpeg:
+// (x-native). Needs the reference environment (make reference-venv) and dcmcjpeg:
 //
-//	CONNECTOME_CODEC_PYTHON=… go test ./internal/dicomio -run '^$' -bench ReadSliceCompressed
+//	CONNECTOME_REFERENCE_PYTHON=… go test ./internal/dicomio -run '^$' -bench ReadSliceCompressed
 func BenchmarkReadSliceCompressed(b *testing.B) {
-	py := os.Getenv("CONNECTOME_CODEC_PYTHON")
+	py := os.Getenv("CONNECTOME_REFERENCE_PYTHON")
 	if py == "" {
-		b.Skip("CONNECTOME_CODEC_PYTHON is not set (make codec-venv)")
+		b.Skip("CONNECTOME_REFERENCE_PYTHON is not set (make reference-venv)")
 	}
 	src := filepath.Join(debianPydicomFiles, "CT_small.dcm")
 	dir := b.TempDir()

@@ -61,6 +61,22 @@ func Missing(t testing.TB, format string, args ...any) {
 	t.Skipf(format, args...)
 }
 
+// ReferencePython is the Python of the tests' reference environment (make reference-venv:
+// pydicom with its codec plugins, highdicom), from CONNECTOME_REFERENCE_PYTHON, which make test
+// sets; without it the test stops as Missing says.
+func ReferencePython(t testing.TB) string {
+	t.Helper()
+	py := os.Getenv("CONNECTOME_REFERENCE_PYTHON")
+	if py == "" {
+		Missing(t, "CONNECTOME_REFERENCE_PYTHON is not set: run the test through make test (make reference-venv)")
+		return ""
+	}
+	if _, err := os.Stat(py); err != nil {
+		Missing(t, "the reference Python environment: %v (make reference-venv)", err)
+	}
+	return py
+}
+
 // relParts turns "configs/models.yaml" style elements into native path elements.
 func relParts(rel []string) []string {
 	out := make([]string, len(rel))

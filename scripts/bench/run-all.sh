@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark of docs/BENCHMARKS.md, each against its reference in the same
 # run. BENCH=name[,name...] picks some (similarity, preprocess, fetch, embed, report, cohort,
-# decode; decode needs CONNECTOME_CODEC_PYTHON, which `make bench` sets).
+# decode; decode needs CONNECTOME_REFERENCE_PYTHON, which `make bench` sets).
 # The full similarity sweep (NumPy up to N = 50 000, then FAISS at 50 000 x 512 and
 # 100 000 x 768) takes hours on 2 busy cores; BENCH_QUICK=1 keeps every benchmark to a few
 # minutes.
