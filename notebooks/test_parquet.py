@@ -13,15 +13,10 @@ import pytest
 import runtables as rt
 
 
-# failures.arrow is written by the engine (pipeline/failures.go) with its own Arrow writer, not
-# through internal/tables, so it has no Parquet copy yet.
-ARROW_ONLY = {"failures"}
-
-
 def tables_of(run_dir: str) -> list[str]:
     """Every Arrow table of the run with a Parquet copy: the named tables and every model's embeddings."""
     run = rt.Run(run_dir)
-    named = [t for t in rt.TABLES if t not in ARROW_ONLY]
+    named = list(rt.TABLES)
     for t in named:
         assert run.has(t), f"the demo run has no {rt.TABLES[t]}"
     paths = [run.path(t) for t in named] + [run.embeddings_path(m) for m in run.models()]

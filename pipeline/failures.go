@@ -5,19 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
-	"connectome/internal/atomicfile"
-
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"connectome/internal/arrowfile"
 )
 
 // failuresJournal is each stage's append-only record of item failures; failures.arrow at the
@@ -167,8 +166,8 @@ var failureFields = []arrow.Field{
 	{Name: "time", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
 }
 
-// writeFailuresTable rebuilds RunDir/failures.arrow (a shard's: FailuresName) from the
-// journals of the stages; it returns the row count.
+// writeFailuresTable rebuilds RunDir/failures.arrow (a shard's: FailuresName) and its
+// Parquet copy from the journals of the stages; it returns the row count.
 func writeFailuresTable(runDir string, stages []string, sh Shard, md arrow.Metadata) (int, error) {
 	rows, err := readFailures(runDir, stages, sh)
 	if err != nil {
@@ -186,18 +185,8 @@ func writeFailuresTable(runDir string, stages []string, sh Shard, md arrow.Metad
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	err = atomicfile.Write(filepath.Join(runDir, FailuresName(sh)), func(w io.Writer) error {
-		fw, err := ipc.NewFileWriter(w, ipc.WithSchema(schema))
-		if err != nil {
-			return err
-		}
-		if err := fw.Write(rec); err != nil {
-			fw.Close()
-			return err
-		}
-		return fw.Close()
-	})
-	if err != nil {
+	// with a Parquet copy beside it, as every table of the run has
+	if err := arrowfile.WriteFile(filepath.Join(runDir, FailuresName(sh)), schema, rec); err != nil {
 		return 0, fmt.Errorf("write %s: %w", FailuresName(sh), err)
 	}
 	return len(rows), nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,9 @@ import (
 
 	"connectome/internal/atomicfile"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"go.uber.org/goleak"
 )
 
@@ -221,6 +225,10 @@ func TestItemErrorIsRecordedAndRunFinishesWithExit3(t *testing.T) {
 	if len(fs) != 1 || fs[0].Stage != "square" || fs[0].ItemID != "4" || fs[0].ErrorClass != ClassInput ||
 		!strings.Contains(fs[0].Message, "item 4 is bad") {
 		t.Fatalf("failures %+v", fs)
+	}
+	// its Parquet copy, for notebooks and DuckDB, holds the same row
+	if items := parquetColumn(t, filepath.Join(dir, "failures.parquet"), "item_id"); !slices.Equal(items, []string{"4"}) {
+		t.Errorf("failures.parquet item_id %v, want [4]", items)
 	}
 	// A plain resume keeps the completed stage and its failure; --retry-failed retries just
 	// the failed item, and once it succeeds the failure is gone.
@@ -566,4 +574,31 @@ func TestPreflightFailureStopsBeforeAnyStage(t *testing.T) {
 	if p.runs[0].Load() != 0 || p.runs[1].Load() != 0 {
 		t.Fatalf("stages ran before the failed preflight: cohort %d, fetch %d", p.runs[0].Load(), p.runs[1].Load())
 	}
+}
+
+// parquetColumn reads one string column of a Parquet file.
+func parquetColumn(t *testing.T, path, column string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tbl, err := pqarrow.ReadTable(context.Background(), f, nil, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	defer tbl.Release()
+	idx := tbl.Schema().FieldIndices(column)
+	if len(idx) != 1 {
+		t.Fatalf("%s has no column %s", path, column)
+	}
+	var out []string
+	for _, c := range tbl.Column(idx[0]).Data().Chunks() {
+		s := c.(*array.String)
+		for i := range s.Len() {
+			out = append(out, s.Value(i))
+		}
+	}
+	return out
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
 
+	"connectome/internal/arrowfile"
 	"connectome/internal/dicomio/dicomsynth"
 	"connectome/internal/tables"
 	"connectome/internal/testenv"
@@ -361,7 +362,7 @@ func writeEmbeddingsSpec(d string) error {
 		if err != nil {
 			return fmt.Errorf("embeddings.txt: %s: %w", name, err)
 		}
-		err = tables.WriteFile(path, schema, rec)
+		err = arrowfile.WriteFile(path, schema, rec)
 		rec.Release()
 		if err != nil {
 			return err

@@ -9,7 +9,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"connectome/internal/tables"
+	"connectome/internal/arrowfile"
 )
 
 // TruthTableName is the demo's ground-truth table in a finished demo run directory: for each
@@ -58,7 +58,7 @@ func (m *Manifest) WriteTruthTable(runDir string) error {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	if err := tables.WriteFile(filepath.Join(runDir, TruthTableName), schema, rec); err != nil {
+	if err := arrowfile.WriteFile(filepath.Join(runDir, TruthTableName), schema, rec); err != nil {
 		return fmt.Errorf("write the demo's ground truth: %w", err)
 	}
 	return nil

@@ -6,6 +6,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"connectome/internal/arrowfile"
 )
 
 // Agreement is one row of similarity/agreement.arrow: how much two models agree on each
@@ -39,7 +41,7 @@ func WriteAgreement(path string, rows []Agreement, md arrow.Metadata) error {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	return WriteFile(path, schema, rec)
+	return arrowfile.WriteFile(path, schema, rec)
 }
 
 // ReadAgreement reads similarity/agreement.arrow.

@@ -12,6 +12,8 @@ import (
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"connectome/internal/arrowfile"
 )
 
 func TestRoundTripWithMetadata(t *testing.T) {
@@ -28,7 +30,7 @@ func TestRoundTripWithMetadata(t *testing.T) {
 	defer rec.Release()
 
 	path := filepath.Join(t.TempDir(), "t.arrow")
-	if err := WriteFile(path, schema, rec, rec); err != nil {
+	if err := arrowfile.WriteFile(path, schema, rec, rec); err != nil {
 		t.Fatal(err)
 	}
 	tab, err := ReadFile(path, mem)
@@ -60,13 +62,13 @@ func TestWriteRejectsOtherSchema(t *testing.T) {
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 	path := filepath.Join(t.TempDir(), "t.arrow")
-	if err := WriteFile(path, a, rec); err == nil {
+	if err := arrowfile.WriteFile(path, a, rec); err == nil {
 		t.Fatal("a batch of another schema was written")
 	}
 	if _, err := ReadFile(path, mem); err == nil {
 		t.Fatal("a failed write left a readable file")
 	}
-	if _, err := os.Stat(ParquetPath(path)); err == nil {
+	if _, err := os.Stat(arrowfile.ParquetPath(path)); err == nil {
 		t.Fatal("a failed write left a Parquet copy")
 	}
 }
@@ -74,7 +76,7 @@ func TestWriteRejectsOtherSchema(t *testing.T) {
 func TestEmptyTable(t *testing.T) {
 	schema := arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int32}}, nil)
 	path := filepath.Join(t.TempDir(), "empty.arrow")
-	if err := WriteFile(path, schema); err != nil {
+	if err := arrowfile.WriteFile(path, schema); err != nil {
 		t.Fatal(err)
 	}
 	tab, err := ReadFile(path, memory.DefaultAllocator)
@@ -127,8 +129,8 @@ func TestParquetCopy(t *testing.T) {
 	defer want.Release()
 
 	pq := filepath.Join(filepath.Dir(path), "CTFM.parquet")
-	if ParquetPath(path) != pq {
-		t.Fatalf("ParquetPath(%s) = %s", path, ParquetPath(path))
+	if arrowfile.ParquetPath(path) != pq {
+		t.Fatalf("arrowfile.ParquetPath(%s) = %s", path, arrowfile.ParquetPath(path))
 	}
 	f, err := os.Open(pq)
 	if err != nil {

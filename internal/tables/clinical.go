@@ -4,6 +4,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"connectome/internal/arrowfile"
 )
 
 // Clinical is one patient's clinical data: a row of cohort/clinical.arrow. Codes are the
@@ -46,7 +48,7 @@ func WriteClinical(path string, rows []Clinical, md arrow.Metadata) error {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	return WriteFile(path, schema, rec)
+	return arrowfile.WriteFile(path, schema, rec)
 }
 
 // ReadClinical reads cohort/clinical.arrow.

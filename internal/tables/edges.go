@@ -6,6 +6,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"connectome/internal/arrowfile"
 )
 
 // Edge kinds of similarity/edges.arrow.
@@ -65,7 +67,7 @@ func WriteEdges(path string, rows []Edge, md arrow.Metadata) error {
 func WriteEdgeStream(mem memory.Allocator, path string, md arrow.Metadata, gen func(emit func(Edge) error) error) error {
 	schema := EdgeSchema(md)
 	var genErr error
-	err := writeTable(mem, path, schema, true, func(write func(arrow.RecordBatch) error) error {
+	err := arrowfile.WriteStream(mem, path, schema, true, func(write func(arrow.RecordBatch) error) error {
 		b := array.NewRecordBuilder(mem, schema)
 		defer b.Release()
 		rows, batches := 0, 0

@@ -10,6 +10,8 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
+
+	"connectome/internal/arrowfile"
 )
 
 func TestEdgesRoundTrip(t *testing.T) {
@@ -125,7 +127,7 @@ func TestWriteEdgeStream(t *testing.T) {
 		t.Errorf("%d batches, want 3", len(tab.Batches))
 	}
 	tab.Release()
-	if rows, groups := parquetShape(t, ParquetPath(path)); rows != int64(n) || groups != 3 {
+	if rows, groups := parquetShape(t, arrowfile.ParquetPath(path)); rows != int64(n) || groups != 3 {
 		t.Errorf("Parquet copy: %d rows in %d row groups, want %d in 3", rows, groups, n)
 	}
 
@@ -145,7 +147,7 @@ func TestWriteEdgeStream(t *testing.T) {
 	if got, _, err := ReadEdges(path); err != nil || len(got) != n {
 		t.Fatalf("old file: %d rows, %v", len(got), err)
 	}
-	if rows, _ := parquetShape(t, ParquetPath(path)); rows != int64(n) {
+	if rows, _ := parquetShape(t, arrowfile.ParquetPath(path)); rows != int64(n) {
 		t.Errorf("old Parquet copy: %d rows, want %d", rows, n)
 	}
 	ents, _ := os.ReadDir(dir)

@@ -7,6 +7,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"connectome/internal/arrowfile"
 )
 
 // Schema metadata keys of embeddings/<model>.arrow, beside arrowio's standard keys.
@@ -38,16 +40,16 @@ func EmbeddingsSchema(dim int, md arrow.Metadata) *arrow.Schema {
 // WriteEmbeddings writes rows (every vector of length dim) to path atomically, with its Parquet
 // copy, allocating from mem.
 func WriteEmbeddings(mem memory.Allocator, path string, rows []Embedding, dim int, md arrow.Metadata) error {
-	return writeEmbeddings(mem, path, rows, dim, md, WriteFile)
+	return writeEmbeddings(mem, path, rows, dim, md, arrowfile.WriteFile)
 }
 
 // WriteEmbeddingsPart writes rows as a work file of the embed stage (a committed part, read
 // back only by the stage): Arrow IPC only, no metadata.
 func WriteEmbeddingsPart(mem memory.Allocator, path string, rows []Embedding, dim int) error {
-	return writeEmbeddings(mem, path, rows, dim, arrow.Metadata{}, WriteWorkFile)
+	return writeEmbeddings(mem, path, rows, dim, arrow.Metadata{}, arrowfile.WriteWorkFile)
 }
 
-// fileWriter is WriteFile or WriteWorkFile.
+// fileWriter is arrowfile.WriteFile or arrowfile.WriteWorkFile.
 type fileWriter func(path string, schema *arrow.Schema, batches ...arrow.RecordBatch) error
 
 func writeEmbeddings(mem memory.Allocator, path string, rows []Embedding, dim int, md arrow.Metadata, write fileWriter) error {

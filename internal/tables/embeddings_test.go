@@ -9,6 +9,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"connectome/internal/arrowfile"
 )
 
 func TestEmbeddingsRoundTrip(t *testing.T) {
@@ -75,7 +77,7 @@ func TestReadEmbeddingsForeignLayout(t *testing.T) {
 	}
 	rec := b.NewRecordBatch()
 	path := filepath.Join(t.TempDir(), "foreign.arrow")
-	if err := WriteFile(path, schema, rec); err != nil {
+	if err := arrowfile.WriteFile(path, schema, rec); err != nil {
 		t.Fatal(err)
 	}
 	rec.Release()

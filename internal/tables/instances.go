@@ -4,6 +4,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"connectome/internal/arrowfile"
 )
 
 // Instance is one CT slice that some lesion needs: a row of cohort/instances.arrow.
@@ -59,7 +61,7 @@ func WriteInstances(path string, rows []Instance, md arrow.Metadata) error {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	return WriteFile(path, schema, rec)
+	return arrowfile.WriteFile(path, schema, rec)
 }
 
 // ReadInstances reads cohort/instances.arrow.

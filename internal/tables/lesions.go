@@ -4,6 +4,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"connectome/internal/arrowfile"
 )
 
 // Lesion is one node of the map: a row of cohort/lesions.arrow.
@@ -70,7 +72,7 @@ func WriteLesions(path string, rows []Lesion, md arrow.Metadata) error {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	return WriteFile(path, schema, rec)
+	return arrowfile.WriteFile(path, schema, rec)
 }
 
 // ReadLesions reads cohort/lesions.arrow.

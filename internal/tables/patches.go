@@ -4,6 +4,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"connectome/internal/arrowfile"
 )
 
 // Patch is one row of preprocess/patches.arrow: the input tensor of one model for one lesion,
@@ -56,13 +58,13 @@ func fixedInt32(col *array.FixedSizeList, i int, dst []int32) {
 
 // WritePatches writes rows to path (atomically) with the given schema metadata.
 func WritePatches(path string, rows []Patch, md arrow.Metadata) error {
-	return writePatches(path, rows, md, WriteFile)
+	return writePatches(path, rows, md, arrowfile.WriteFile)
 }
 
 // WritePatchRecord writes one lesion's rows as a work file of the preprocess stage (its record,
 // gathered into patches.arrow later): Arrow IPC only.
 func WritePatchRecord(path string, rows []Patch, md arrow.Metadata) error {
-	return writePatches(path, rows, md, WriteWorkFile)
+	return writePatches(path, rows, md, arrowfile.WriteWorkFile)
 }
 
 func writePatches(path string, rows []Patch, md arrow.Metadata, write fileWriter) error {

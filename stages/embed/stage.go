@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 
+	"connectome/internal/arrowfile"
 	"connectome/internal/layout"
 	"connectome/internal/tables"
 	"connectome/models"
@@ -59,7 +60,7 @@ func (st *Stage) Sharding() pipeline.Sharding { return layout.Sharding(layout.Em
 // Published: the committed batches are work files; the tables are what the merge reads
 // (pipeline.Publisher), not their Parquet copies.
 func (st *Stage) Published(rel string) bool {
-	return !strings.HasPrefix(rel, layout.PartsDir+"/") && !tables.IsParquetCopy(rel)
+	return !strings.HasPrefix(rel, layout.PartsDir+"/") && !arrowfile.IsParquetCopy(rel)
 }
 
 // hashView is what decides the output: per model the fields that change its embeddings (the

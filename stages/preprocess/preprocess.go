@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 
+	"connectome/internal/arrowfile"
 	"connectome/internal/atomicfile"
 	"connectome/internal/dicomio"
 	"connectome/internal/layout"
@@ -84,7 +85,7 @@ func (st *Stage) Sharding() pipeline.Sharding { return layout.Sharding(layout.Pr
 // the table's Parquet copy.
 func (st *Stage) Published(rel string) bool {
 	return !strings.HasPrefix(rel, layout.TensorsDir+"/") && !strings.HasPrefix(rel, layout.RecordsDir+"/") &&
-		!tables.IsParquetCopy(rel)
+		!arrowfile.IsParquetCopy(rel)
 }
 
 // Settings is what decides the output: the selected models' preprocessing and QC.

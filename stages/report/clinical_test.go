@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"connectome/internal/arrowfile"
 	"connectome/internal/tables"
 	"connectome/pipeline"
 )
@@ -108,7 +109,7 @@ func TestClinicalFileArrowAndParquet(t *testing.T) {
 
 	dir := t.TempDir()
 	arrowPath := filepath.Join(dir, "clin.arrow")
-	if err := tables.WriteFile(arrowPath, schema, rec); err != nil {
+	if err := arrowfile.WriteFile(arrowPath, schema, rec); err != nil {
 		t.Fatal(err)
 	}
 	pqPath := filepath.Join(dir, "clin.data") // told apart by content, not by name

@@ -10,8 +10,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"connectome/internal/arrowfile"
 	"connectome/internal/layout"
-	"connectome/internal/tables"
 	"connectome/pipeline"
 )
 
@@ -92,7 +92,7 @@ func writeArrow(t *testing.T, path string, rows []embRow, fixed, f64 bool) {
 	t.Helper()
 	rec := embBatch(t, memory.DefaultAllocator, rows, fixed, f64)
 	defer rec.Release()
-	if err := tables.WriteFile(path, rec.Schema(), rec); err != nil {
+	if err := arrowfile.WriteFile(path, rec.Schema(), rec); err != nil {
 		t.Fatal(err)
 	}
 }

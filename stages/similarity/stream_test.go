@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 
+	"connectome/internal/arrowfile"
 	"connectome/internal/knn"
 	"connectome/internal/tables"
 )
@@ -121,7 +122,7 @@ func writeArrowBatches(t *testing.T, path string, rows []embRow, parts int) {
 		defer b.Release()
 		batches = append(batches, b)
 	}
-	if err := tables.WriteFile(path, batches[0].Schema(), batches...); err != nil {
+	if err := arrowfile.WriteFile(path, batches[0].Schema(), batches...); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -151,7 +152,7 @@ func writeDictionaryModel(t *testing.T, path string, rows []embRow) {
 	schema := arrow.NewSchema(fields, nil)
 	rec := array.NewRecordBatch(schema, cols, plain.NumRows())
 	defer rec.Release()
-	if err := tables.WriteFile(path, schema, rec); err != nil {
+	if err := arrowfile.WriteFile(path, schema, rec); err != nil {
 		t.Fatal(err)
 	}
 	if !hasDictionary(schema.Fields()) {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"connectome/internal/arrowfile"
 	"connectome/internal/layout"
 	"connectome/internal/testenv"
 
@@ -344,7 +345,7 @@ func checkParquetCopies(t *testing.T, run string, reg *models.Registry) {
 		paths = append(paths, lay.Embeddings(m.Name))
 	}
 	for _, p := range paths {
-		if _, err := os.Stat(tables.ParquetPath(p)); err != nil {
+		if _, err := os.Stat(arrowfile.ParquetPath(p)); err != nil {
 			t.Errorf("no Parquet copy of %s: %v", p, err)
 		}
 	}
