@@ -217,13 +217,20 @@ func FuzzDecodeJPEGLossless(f *testing.F) {
 			return
 		}
 		out, err := decodeJPEGLossless(data, rows, cols, 16, signed)
-		if err == nil && len(out) != rows*cols*2 {
-			t.Fatalf("%d bytes for %d×%d samples", len(out), rows, cols)
-		}
-		if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) {
-			t.Fatalf("unclassified error %v", err)
-		}
+		checkFuzzDecode(t, out, err, rows*cols*2)
 	})
+}
+
+// checkFuzzDecode is what every decoder's fuzz target asserts: the decode gave exactly want
+// bytes, or an error classed as corrupt or unsupported (never a panic, which fails by itself).
+func checkFuzzDecode(t *testing.T, out []byte, err error, want int) {
+	t.Helper()
+	if err == nil && len(out) != want {
+		t.Fatalf("%d bytes, want %d", len(out), want)
+	}
+	if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("unclassified error %v", err)
+	}
 }
 
 // FuzzDecodeRLE: no input makes the decoder panic or return a wrong-sized image.
@@ -239,9 +246,7 @@ func FuzzDecodeRLE(f *testing.F) {
 			bits = 16
 		}
 		out, err := decodeRLE(frame, rows, cols, bits)
-		if err == nil && len(out) != rows*cols*bits/8 {
-			t.Fatalf("%d bytes for %d×%d×%d bits", len(out), rows, cols, bits)
-		}
+		checkFuzzDecode(t, out, err, rows*cols*bits/8)
 		if _, err := encapsulatedFrame(frame); err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) && !errors.Is(err, ErrNoPixelData) {
 			t.Fatalf("unclassified error %v", err)
 		}
