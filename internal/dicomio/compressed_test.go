@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -311,5 +312,73 @@ func TestJPEGLosslessSliceEqualsUncompressed(t *testing.T) {
 				t.Fatalf("decoded %d bytes, %d differ from the uncompressed file's %d", len(got), diff, len(exp))
 			}
 		})
+	}
+}
+
+// A whole series compressed losslessly, slice by slice, in each lossless syntax gives LoadBox
+// the same voxels as the uncompressed series (signed and unsigned): what preprocess reads does
+// not depend on how the slices are stored.
+func TestLosslessSeriesLoadBoxEqualsNative(t *testing.T) {
+	py := codecPython(t)
+	for _, signed := range []bool{false, true} {
+		s := rowSeries(96, 80)
+		if signed {
+			s.Signed, s.Intercept = true, 0 // stored values down to -1024
+		}
+		native := filepath.Join(t.TempDir(), "native")
+		files, err := s.Write(native)
+		if err != nil {
+			t.Fatal(err)
+		}
+		natSer, _, err := ReadSeriesDir(native)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo, hi := [3]int{5, 7, 0}, [3]int{70, 90, 2}
+		want, _, err := natSer.LoadBox(lo, hi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			name, encoder, syntax string
+		}{
+			{"RLE Lossless", "RLELossless", rleLossless},
+			{"JPEG Lossless SV1", "dcmcjpeg", jpegLosslessSV1},
+			{"JPEG-LS Lossless", "JPEGLSLossless", jpegLSLossless},
+			{"JPEG 2000 Lossless", "JPEG2000Lossless", jpeg2000Lossless},
+		} {
+			t.Run(fmt.Sprintf("%s signed=%v", c.name, signed), func(t *testing.T) {
+				dir := t.TempDir()
+				if c.encoder == "dcmcjpeg" {
+					for _, f := range files {
+						if out, err := exec.Command("dcmcjpeg", "+e1", f, filepath.Join(dir, filepath.Base(f))).CombinedOutput(); err != nil {
+							t.Fatalf("dcmcjpeg: %v\n%s", err, out)
+						}
+					}
+				} else {
+					runPython(t, py, `
+import sys, os, pydicom
+from pydicom import uid
+for src in sys.argv[3:]:
+    ds = pydicom.dcmread(src)
+    ds.compress(getattr(uid, sys.argv[1]))
+    ds.save_as(os.path.join(sys.argv[2], os.path.basename(src)))
+`, append([]string{c.encoder, dir}, files...)...)
+				}
+				h, _, err := ReadHeader(filepath.Join(dir, filepath.Base(files[0])))
+				if err != nil || h.TransferSyntax != c.syntax {
+					t.Fatalf("header %v, transfer syntax %s, want %s", err, h.TransferSyntax, c.syntax)
+				}
+				ser, _, err := ReadSeriesDir(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, _, err := ser.LoadBox(lo, hi)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameBits(t, c.name, got, want)
+			})
+		}
 	}
 }
