@@ -30,6 +30,45 @@ func requirePydicomFile(t *testing.T, name string) string {
 // plugins it uses for JPEG, JPEG-LS and JPEG 2000.
 func codecPython(t *testing.T) string { return testenv.ReferencePython(t) }
 
+// readCompressed reads a slice through ReadSlice, as preprocess does, and fails t unless it
+// is encapsulated pixel data in transfer syntax ts.
+func readCompressed(t *testing.T, path, ts string) (SliceHeader, []byte) {
+	t.Helper()
+	h, got, err := ReadSlice(path)
+	if err != nil {
+		t.Fatalf("read the compressed slice %s: %v", filepath.Base(path), err)
+	}
+	if h.TransferSyntax != ts || !h.encapsulated {
+		t.Fatalf("transfer syntax %s (encapsulated %v), want %s", h.TransferSyntax, h.encapsulated, ts)
+	}
+	return h, got
+}
+
+// sampleDiff counts the samples (little-endian, bits 8 or 16, read as two's complement where
+// signed) in which got and want differ, over the samples both have, and the largest
+// difference: what a failing comparison reports, and the bound a lossy test checks.
+func sampleDiff(got, want []byte, bits int, signed bool) (differ, maxDiff int) {
+	size := bits / 8
+	for i := 0; i+size <= min(len(got), len(want)); i += size {
+		var a, b int
+		switch {
+		case size == 1 && signed:
+			a, b = int(int8(got[i])), int(int8(want[i]))
+		case size == 1:
+			a, b = int(got[i]), int(want[i])
+		case signed:
+			a, b = int(int16(binary.LittleEndian.Uint16(got[i:]))), int(int16(binary.LittleEndian.Uint16(want[i:])))
+		default:
+			a, b = int(binary.LittleEndian.Uint16(got[i:])), int(binary.LittleEndian.Uint16(want[i:]))
+		}
+		if a != b {
+			differ++
+			maxDiff = max(maxDiff, a-b, b-a)
+		}
+	}
+	return differ, maxDiff
+}
+
 // runPython runs script with args under python and fails t, printing its output, if it fails.
 func runPython(t *testing.T, python, script string, args ...string) {
 	t.Helper()
@@ -62,13 +101,7 @@ assert (back.pixel_array == want).all(), "pydicom's own RLE round trip differs"
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, got, err := ReadSlice(rle)
-	if err != nil {
-		t.Fatalf("read the RLE slice: %v", err)
-	}
-	if h.TransferSyntax != rleLossless || !h.encapsulated {
-		t.Errorf("header: transfer syntax %s, encapsulated %v", h.TransferSyntax, h.encapsulated)
-	}
+	h, got := readCompressed(t, rle, rleLossless)
 	if h.PixelRepresentation != hw.PixelRepresentation || h.BitsAllocated != hw.BitsAllocated {
 		t.Errorf("pixel encoding %+v, want %+v", h, hw)
 	}
@@ -287,13 +320,7 @@ func TestJPEGLosslessSliceEqualsUncompressed(t *testing.T) {
 			if b, err := exec.Command(enc, append(c.args, src, out)...).CombinedOutput(); err != nil {
 				t.Fatalf("dcmcjpeg: %v\n%s", err, b)
 			}
-			h, got, err := ReadSlice(out)
-			if err != nil {
-				t.Fatalf("read the JPEG Lossless slice: %v", err)
-			}
-			if h.TransferSyntax != c.ts || !h.encapsulated {
-				t.Fatalf("transfer syntax %s (encapsulated %v), want %s", h.TransferSyntax, h.encapsulated, c.ts)
-			}
+			_, got := readCompressed(t, out, c.ts)
 			exp := want
 			if c.pt > 0 {
 				exp = bytes.Clone(want)

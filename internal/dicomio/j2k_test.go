@@ -169,18 +169,12 @@ func TestJPEG2000LosslessEqualsUncompressed(t *testing.T) {
 				t.Fatal(err)
 			}
 			path := filepath.Join(dir, c.file)
-			h, got, err := ReadSlice(path)
-			if err != nil {
-				t.Fatalf("read the JPEG 2000 slice: %v", err)
-			}
-			if h.TransferSyntax != jpeg2000Lossless || !h.encapsulated {
-				t.Fatalf("transfer syntax %s (encapsulated %v)", h.TransferSyntax, h.encapsulated)
-			}
+			h, got := readCompressed(t, path, jpeg2000Lossless)
 			if h.PixelRepresentation != hw.PixelRepresentation || h.BitsAllocated != hw.BitsAllocated {
 				t.Fatalf("pixel encoding %+v, want %+v", h, hw)
 			}
 			if !bytes.Equal(got, want) {
-				n, maxd := j2kDiff(got, want, h.PixelRepresentation == 1)
+				n, maxd := sampleDiff(got, want, 16, h.PixelRepresentation == 1)
 				t.Fatalf("decoded %d bytes, %d samples differ (max |diff| %d) from the uncompressed file's %d bytes", len(got), n, maxd, len(want))
 			}
 			checkJ2KLayout(t, lib, path, h, c.precision, c.signed)
@@ -207,21 +201,6 @@ func j2kWavelet(t *testing.T, path string) int {
 	return int(frame[i+13])
 }
 
-// j2kDiff counts the 16-bit samples that differ and the largest absolute difference.
-func j2kDiff(got, want []byte, signed bool) (n int, maxd int) {
-	for i := 0; i+1 < min(len(got), len(want)); i += 2 {
-		a, b := int(binary.LittleEndian.Uint16(got[i:])), int(binary.LittleEndian.Uint16(want[i:]))
-		if signed {
-			a, b = int(int16(a)), int(int16(b))
-		}
-		if a != b {
-			n++
-			maxd = max(maxd, max(a-b, b-a))
-		}
-	}
-	return n, maxd
-}
-
 // Lossy JPEG 2000 (9/7 wavelet) made by pydicom's encoder at several rates decodes to exactly
 // what pydicom itself decodes (pylibjpeg-openjpeg, with its own OpenJPEG build).
 func TestJPEG2000LossyEqualsPydicom(t *testing.T) {
@@ -244,15 +223,9 @@ func TestJPEG2000LossyEqualsPydicom(t *testing.T) {
 				t.Fatal(err)
 			}
 			path := filepath.Join(dir, c.name+".dcm")
-			h, got, err := ReadSlice(path)
-			if err != nil {
-				t.Fatalf("read the JPEG 2000 slice: %v", err)
-			}
-			if h.TransferSyntax != jpeg2000 {
-				t.Fatalf("transfer syntax %s", h.TransferSyntax)
-			}
+			h, got := readCompressed(t, path, jpeg2000)
 			if !bytes.Equal(got, want) {
-				n, maxd := j2kDiff(got, want, c.signed)
+				n, maxd := sampleDiff(got, want, 16, c.signed)
 				t.Fatalf("%d of %d samples differ from pydicom's decode, max |diff| %d", n, len(want)/2, maxd)
 			}
 			checkJ2KLayout(t, lib, path, h, c.precision, c.signed)
@@ -265,7 +238,7 @@ func TestJPEG2000LossyEqualsPydicom(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n, maxd := j2kDiff(got, orig, c.signed)
+			n, maxd := sampleDiff(got, orig, 16, c.signed)
 			if n == 0 {
 				t.Errorf("the lossy decode equals the original")
 			}
@@ -440,7 +413,7 @@ func TestJPEG2000DamagedData(t *testing.T) {
 	case err == nil && len(out) != 2*32*32:
 		t.Fatalf("%d bytes", len(out))
 	case err == nil:
-		n, maxd := j2kDiff(out, j2kSeedSamples(), true)
+		n, maxd := sampleDiff(out, j2kSeedSamples(), 16, true)
 		t.Logf("damaged frame decodes: %d samples differ, max |diff| %d", n, maxd)
 	default:
 		t.Log(err)

@@ -57,25 +57,6 @@ open(sys.argv[2], "wb").write(a.astype(a.dtype.newbyteorder("<")).tobytes())
 	return b
 }
 
-// compareSamples counts the samples of got and want (little-endian, bits 8 or 16) that
-// differ and the largest difference.
-func compareSamples(got, want []byte, bits int) (differ, maxDiff int) {
-	n := len(got) * 8 / bits
-	for i := range n {
-		var a, b int
-		if bits == 8 {
-			a, b = int(got[i]), int(want[i])
-		} else {
-			a, b = int(binary.LittleEndian.Uint16(got[2*i:])), int(binary.LittleEndian.Uint16(want[2*i:]))
-		}
-		if a != b {
-			differ++
-			maxDiff = max(maxDiff, a-b, b-a)
-		}
-	}
-	return differ, maxDiff
-}
-
 // CT slices compressed at test time by DCMTK's dcmcjpeg (IJG's encoder) to JPEG Extended
 // (12-bit, as the lossy NLST series) and Baseline (8-bit), at several qualities and with a
 // size that is not a multiple of 8, read through ReadSlice bit for bit as pydicom decodes them
@@ -110,15 +91,10 @@ func TestJPEGDCTMatchesPydicom(t *testing.T) {
 			if b, err := exec.Command("dcmcjpeg", append(c.args, filepath.Join(dir, c.src), enc)...).CombinedOutput(); err != nil {
 				t.Fatalf("dcmcjpeg: %v\n%s", err, b)
 			}
-			h, got, err := ReadSlice(enc)
-			if err != nil {
-				t.Fatalf("read the JPEG slice: %v", err)
-			}
-			if h.TransferSyntax != c.ts || !h.encapsulated {
-				t.Fatalf("transfer syntax %s (encapsulated %v), want %s", h.TransferSyntax, h.encapsulated, c.ts)
-			}
-			if n, m := compareSamples(got, pydicomPixels(t, py, enc, "pylibjpeg"), h.BitsAllocated); n > 0 {
-				t.Errorf("%d of %d samples differ from pydicom's decode (by up to %d)", n, h.Rows*h.Columns, m)
+			h, got := readCompressed(t, enc, c.ts)
+			want := pydicomPixels(t, py, enc, "pylibjpeg")
+			if n, m := sampleDiff(got, want, h.BitsAllocated, false); n > 0 || len(got) != len(want) {
+				t.Errorf("%d of %d samples differ from pydicom's decode (by up to %d; %d and %d bytes)", n, h.Rows*h.Columns, m, len(got), len(want))
 			}
 			ijg := filepath.Join(dir, name+".ijg.dcm")
 			if b, err := exec.Command("dcmdjpeg", enc, ijg).CombinedOutput(); err != nil {
@@ -128,9 +104,9 @@ func TestJPEGDCTMatchesPydicom(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n, m := compareSamples(got, ref, h.BitsAllocated)
-			if m > 1 {
-				t.Errorf("%d samples differ from DCMTK's decode, by up to %d (IDCTs may differ by 1)", n, m)
+			n, m := sampleDiff(got, ref, h.BitsAllocated, false)
+			if m > 1 || len(got) != len(ref) {
+				t.Errorf("%d samples differ from DCMTK's decode, by up to %d (IDCTs may differ by 1; %d and %d bytes)", n, m, len(got), len(ref))
 			}
 			t.Logf("%d×%d: equal to pydicom's decode; %d samples differ by 1 from DCMTK's", h.Columns, h.Rows, n)
 		})
@@ -151,8 +127,9 @@ func TestJPEGDCTOnPydicomFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, m := compareSamples(got, pydicomPixels(t, py, path, ""), 16); n > 0 {
-		t.Errorf("%d samples differ from pydicom's decode (by up to %d)", n, m)
+	want := pydicomPixels(t, py, path, "")
+	if n, m := sampleDiff(got, want, 16, false); n > 0 || len(got) != len(want) {
+		t.Errorf("%d samples differ from pydicom's decode (by up to %d; %d and %d bytes)", n, m, len(got), len(want))
 	}
 	frame, err = encapsulatedFrame(pixelValue(t, requirePydicomFile(t, "JPEG-lossy.dcm"), true))
 	if err != nil {
@@ -204,7 +181,7 @@ open(sys.argv[2], "wb").write(decode(open(sys.argv[1], "rb").read()).tobytes())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n, m := compareSamples(got, want, 8); n > 0 || len(got) != len(want) {
+			if n, m := sampleDiff(got, want, 8, false); n > 0 || len(got) != len(want) {
 				t.Errorf("%d samples differ from libjpeg's decode (by up to %d; %d and %d bytes)", n, m, len(got), len(want))
 			}
 			// the stream does have restart markers

@@ -86,30 +86,6 @@ dt = "<i2" if ds.PixelRepresentation else "<u2"
 open(sys.argv[2], "wb").write(a.astype(dt).tobytes())
 `
 
-// readJLSSlice reads a JPEG-LS slice through ReadSlice, checking its transfer syntax.
-func readJLSSlice(t *testing.T, path, ts string) []byte {
-	t.Helper()
-	h, got, err := ReadSlice(path)
-	if err != nil {
-		t.Fatalf("read the JPEG-LS slice: %v", err)
-	}
-	if h.TransferSyntax != ts || !h.encapsulated {
-		t.Fatalf("transfer syntax %s (encapsulated %v), want %s", h.TransferSyntax, h.encapsulated, ts)
-	}
-	return got
-}
-
-// jlsDiffering counts the bytes that differ, for failure messages.
-func jlsDiffering(a, b []byte) int {
-	n := jlsAbs(len(a) - len(b))
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			n++
-		}
-	}
-	return n
-}
-
 // CT_small (signed 16-bit) and its unsigned and signed 12-bit variants, compressed to JPEG-LS
 // Lossless by DCMTK's dcmcjpls (default parameters, and custom thresholds and RESET, which it
 // writes in an LSE segment) and by pydicom's encoder (CharLS), read back through ReadSlice
@@ -138,9 +114,10 @@ func TestJPEGLSLosslessSliceEqualsUncompressed(t *testing.T) {
 				} else if b, err := exec.Command(enc, append(c.args, src, out)...).CombinedOutput(); err != nil {
 					t.Fatalf("dcmcjpls: %v\n%s", err, b)
 				}
-				got := readJLSSlice(t, out, jpegLSLossless)
+				h, got := readCompressed(t, out, jpegLSLossless)
 				if !bytes.Equal(got, want) {
-					t.Fatalf("decoded %d bytes, %d differ from the uncompressed file's %d", len(got), jlsDiffering(got, want), len(want))
+					n, _ := sampleDiff(got, want, h.BitsAllocated, false)
+					t.Fatalf("decoded %d bytes, %d differ from the uncompressed file's %d", len(got), n, len(want))
 				}
 			})
 		}
@@ -174,7 +151,7 @@ func TestJPEGLSNearLosslessMatchesReferences(t *testing.T) {
 				} else if b, err := exec.Command(enc, "+en", "+md", n, sources[c.src], out).CombinedOutput(); err != nil {
 					t.Fatalf("dcmcjpls: %v\n%s", err, b)
 				}
-				got := readJLSSlice(t, out, jpegLSNearLossless)
+				_, got := readCompressed(t, out, jpegLSNearLossless)
 
 				ref := filepath.Join(tmp, "pydicom.raw")
 				runPython(t, py, jlsDecodeScript, out, ref)
@@ -183,7 +160,8 @@ func TestJPEGLSNearLosslessMatchesReferences(t *testing.T) {
 					t.Fatal(err)
 				}
 				if !bytes.Equal(got, want) {
-					t.Fatalf("decoded %d bytes, %d differ from pydicom's decoding", len(got), jlsDiffering(got, want))
+					n, _ := sampleDiff(got, want, 16, false)
+					t.Fatalf("decoded %d bytes, %d differ from pydicom's decoding", len(got), n)
 				}
 
 				native := filepath.Join(tmp, "dcmtk.dcm")
@@ -203,17 +181,11 @@ func TestJPEGLSNearLosslessMatchesReferences(t *testing.T) {
 					}
 				}
 				if !bytes.Equal(got, dcmtk) {
-					t.Fatalf("decoded %d bytes, %d differ from dcmdjpls's decoding", len(got), jlsDiffering(got, dcmtk))
+					n, _ := sampleDiff(got, dcmtk, 16, false)
+					t.Fatalf("decoded %d bytes, %d differ from dcmdjpls's decoding", len(got), n)
 				}
 
-				worst := 0
-				for i := 0; i+1 < len(got) && i+1 < len(orig); i += 2 {
-					a, b := int(binary.LittleEndian.Uint16(got[i:])), int(binary.LittleEndian.Uint16(orig[i:]))
-					if h.PixelRepresentation == 1 {
-						a, b = int(int16(a)), int(int16(b))
-					}
-					worst = max(worst, jlsAbs(a-b))
-				}
+				_, worst := sampleDiff(got, orig, 16, h.PixelRepresentation == 1)
 				if worst > near || bytes.Equal(got, orig) {
 					t.Fatalf("largest difference to the original %d, NEAR %d (identical: %v)", worst, near, bytes.Equal(got, orig))
 				}
@@ -274,7 +246,8 @@ func TestJPEGLSRestartIntervals(t *testing.T) {
 	}
 	got, err := decodeJPEGLS(data, 128, 128, 16, false)
 	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("decoded %d bytes (%v), %d differ", len(got), err, jlsDiffering(got, want))
+		n, _ := sampleDiff(got, want, 16, false)
+		t.Fatalf("decoded %d bytes (%v), %d differ", len(got), err, n)
 	}
 	rst3 := bytes.Index(data, []byte{0xFF, 0xD3})
 	if rst3 < 0 {
@@ -313,7 +286,8 @@ open(sys.argv[3], "wb").write(a.tobytes())
 	}
 	got, err := decodeJPEGLS(data, 512, 512, 16, false)
 	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("decoded %d bytes (%v), %d differ", len(got), err, jlsDiffering(got, want))
+		n, _ := sampleDiff(got, want, 16, false)
+		t.Fatalf("decoded %d bytes (%v), %d differ", len(got), err, n)
 	}
 }
 
@@ -486,6 +460,7 @@ func TestJPEGLSOnPydicomPair(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := native[:64*64*2]; !bytes.Equal(got, want) {
-		t.Fatalf("decoded %d bytes, %d differ from MR_small's %d", len(got), jlsDiffering(got, want), len(want))
+		n, _ := sampleDiff(got, want, 16, false)
+		t.Fatalf("decoded %d bytes, %d differ from MR_small's %d", len(got), n, len(want))
 	}
 }
