@@ -1,5 +1,7 @@
 package dicomio
 
+import "encoding/binary"
+
 // The compressed transfer syntaxes dicomio decodes, each by the decoder of its own file.
 
 // frameDecoder decodes one compressed frame (the fragments of a single-frame object,
@@ -34,6 +36,20 @@ func frameDecoderFor(ts string) frameDecoder {
 		}
 	}
 	return nil
+}
+
+// putSample stores sample i, a value of precision bits, as native Pixel Data of bitsAllocated
+// bits (8 or 16): a signed sample is sign-extended from its precision, as the uncompressed
+// object holds it. Every pure-Go decoder writes its output through it.
+func putSample(out []byte, i, v, precision, bitsAllocated int, signed bool) {
+	if signed && v&(1<<(precision-1)) != 0 {
+		v |= 0xFFFF &^ (1<<precision - 1)
+	}
+	if bitsAllocated == 8 {
+		out[i] = byte(v)
+	} else {
+		binary.LittleEndian.PutUint16(out[2*i:], uint16(v))
+	}
 }
 
 // decodesEncapsulated reports whether ts is a compressed syntax dicomio decodes.

@@ -111,15 +111,7 @@ func decodeJPEGDCT(data []byte, rows, cols, bitsAllocated int, signed bool) ([]b
 				// the output stage: round the 4 fractional bits away, clamp to the range
 				v := (pixels[8*y+x] + 8) >> 4
 				v = max(0, min(v, maxval))
-				if signed && v&(1<<(f.precision-1)) != 0 {
-					v -= 1 << f.precision
-				}
-				i := (8*by+y)*cols + 8*bx + x
-				if bitsAllocated == 8 {
-					out[i] = byte(v)
-				} else {
-					binary.LittleEndian.PutUint16(out[2*i:], uint16(v))
-				}
+				putSample(out, (8*by+y)*cols+8*bx+x, int(v), f.precision, bitsAllocated, signed)
 			}
 		}
 	}

@@ -317,15 +317,7 @@ func (f *jpegFrame) scan(hdr, data []byte, bitsAllocated int, signed bool) ([]by
 				return nil, fmt.Errorf("JPEG sample (%d, %d): %w", x, y, err)
 			}
 			cur[x] = (predict(sv, x, y, cur, prev, f.precision-pt) + diff) & 0xFFFF
-			v := cur[x] << pt & 0xFFFF
-			if signed && f.precision < 16 && v&(1<<(f.precision-1)) != 0 {
-				v |= 0xFFFF &^ (1<<f.precision - 1)
-			}
-			if bitsAllocated == 8 {
-				out[y*cols+x] = byte(v)
-			} else {
-				binary.LittleEndian.PutUint16(out[2*(y*cols+x):], uint16(v))
-			}
+			putSample(out, y*cols+x, cur[x]<<pt&0xFFFF, f.precision, bitsAllocated, signed)
 		}
 		cur, prev = prev, cur
 	}

@@ -61,15 +61,7 @@ func decodeJPEGLS(data []byte, rows, cols, bitsAllocated int, signed bool) ([]by
 	}
 	out := make([]byte, len(samples)*bitsAllocated/8)
 	for i, s := range samples {
-		v := int(s)
-		if signed && v&(1<<(f.precision-1)) != 0 {
-			v |= 0xFFFF &^ (1<<f.precision - 1)
-		}
-		if bitsAllocated == 8 {
-			out[i] = byte(v)
-		} else {
-			binary.LittleEndian.PutUint16(out[2*i:], uint16(v))
-		}
+		putSample(out, i, int(s), f.precision, bitsAllocated, signed)
 	}
 	return out, nil
 }
