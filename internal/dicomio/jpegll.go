@@ -188,36 +188,53 @@ func isLosslessSOF(m byte) bool { return m == 0xC3 }
 // header and the entropy-coded data after it. accept says which SOFn markers start a frame
 // this decoder reads; any other process is refused, naming its marker.
 func readJPEGHeaders(data []byte, rows, cols int, accept func(sof byte) bool) (f jpegFrame, scanHdr, entropy []byte, err error) {
-	if len(data) < 4 || data[0] != 0xFF || data[1] != 0xD8 {
-		return f, nil, nil, fmt.Errorf("JPEG frame does not start with SOI: %w", ErrCorrupt)
-	}
-	sof := false
-	for p := 2; ; {
-		m, seg, next, err := nextMarker(data, p)
-		if err != nil {
-			return f, nil, nil, err
-		}
-		p = next
+	scanHdr, entropy, err = jpegScan(data, "JPEG", func(m byte, seg []byte) (bool, error) {
 		switch {
 		case accept(m):
 			f.sof = m
-			err = f.readSOF(seg, rows, cols)
-			sof = err == nil
+			return true, f.readSOF(seg, rows, cols)
 		case m == 0xC4:
-			err = f.readDHT(seg)
+			return false, f.readDHT(seg)
 		case m == 0xDB:
-			err = f.readDQT(seg)
+			return false, f.readDQT(seg)
 		case m == 0xDD && len(seg) == 2:
 			f.restart = int(binary.BigEndian.Uint16(seg))
-		case m == 0xDA && !sof:
-			err = fmt.Errorf("JPEG scan before the frame header: %w", ErrCorrupt)
-		case m == 0xDA:
-			return f, seg, data[p:], nil
-		case m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC:
-			err = fmt.Errorf("JPEG process of marker SOF%d is not the one the transfer syntax declares: %w", m-0xC0, ErrUnsupported)
 		}
+		return false, nil
+	})
+	return f, scanHdr, entropy, err
+}
+
+// jpegScan walks the marker segments of a stream of the JPEG family (T.81, and T.87 for
+// JPEG-LS) from SOI to the first scan, handing each segment to visit, which reads those of
+// its codec and says whether one was the frame header it decodes. It returns the scan's
+// header and the entropy-coded data after it. A scan before an accepted frame header is
+// corrupt; a frame header of another process (SOFn that visit did not take) is refused.
+func jpegScan(data []byte, codec string, visit func(m byte, seg []byte) (frame bool, err error)) (scanHdr, entropy []byte, err error) {
+	if len(data) < 4 || data[0] != 0xFF || data[1] != 0xD8 {
+		return nil, nil, fmt.Errorf("%s frame does not start with SOI: %w", codec, ErrCorrupt)
+	}
+	framed := false
+	for p := 2; ; {
+		m, seg, next, err := nextMarker(data, p)
 		if err != nil {
-			return f, nil, nil, err
+			return nil, nil, err
+		}
+		p = next
+		if m == 0xDA {
+			if !framed {
+				return nil, nil, fmt.Errorf("%s scan before its frame header: %w", codec, ErrCorrupt)
+			}
+			return seg, data[p:], nil
+		}
+		frame, err := visit(m, seg)
+		switch {
+		case err != nil:
+			return nil, nil, err
+		case frame:
+			framed = true
+		case m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC:
+			return nil, nil, fmt.Errorf("%s: a frame of marker SOF%d is not the process the transfer syntax declares: %w", codec, m-0xC0, ErrUnsupported)
 		}
 	}
 }

@@ -69,41 +69,24 @@ func decodeJPEGLS(data []byte, rows, cols, bitsAllocated int, signed bool) ([]by
 // readJPEGLSHeaders reads the markers up to the scan: the frame they describe, the scan's
 // header and the entropy-coded data after it.
 func readJPEGLSHeaders(data []byte, rows, cols int) (f jlsFrame, scanHdr, entropy []byte, err error) {
-	if len(data) < 4 || data[0] != 0xFF || data[1] != 0xD8 {
-		return f, nil, nil, fmt.Errorf("JPEG-LS frame does not start with SOI: %w", ErrCorrupt)
-	}
-	sof := false
-	for p := 2; ; {
-		m, seg, next, err := nextMarker(data, p)
-		if err != nil {
-			return f, nil, nil, err
-		}
-		p = next
-		switch {
-		case m == 0xF7:
-			err = f.readSOF(seg, rows, cols)
-			sof = err == nil
-		case m == 0xF8:
-			err = f.readLSE(seg)
-		case m == 0xDD:
+	scanHdr, entropy, err = jpegScan(data, "JPEG-LS", func(m byte, seg []byte) (bool, error) {
+		switch m {
+		case 0xF7: // SOF55
+			return true, f.readSOF(seg, rows, cols)
+		case 0xF8:
+			return false, f.readLSE(seg)
+		case 0xDD:
 			if len(seg) < 2 || len(seg) > 4 {
-				return f, nil, nil, fmt.Errorf("JPEG-LS restart interval of %d bytes: %w", len(seg), ErrCorrupt)
+				return false, fmt.Errorf("JPEG-LS restart interval of %d bytes: %w", len(seg), ErrCorrupt)
 			}
 			f.restart = 0
 			for _, b := range seg {
 				f.restart = f.restart<<8 | int(b)
 			}
-		case m == 0xDA && !sof:
-			err = fmt.Errorf("JPEG-LS scan before a JPEG-LS frame header (SOF55): %w", ErrCorrupt)
-		case m == 0xDA:
-			return f, seg, data[p:], nil
-		case m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC:
-			err = fmt.Errorf("JPEG frame of marker SOF%d, not JPEG-LS (SOF55): %w", m-0xC0, ErrUnsupported)
 		}
-		if err != nil {
-			return f, nil, nil, err
-		}
-	}
+		return false, nil
+	})
+	return f, scanHdr, entropy, err
 }
 
 func (f *jlsFrame) readSOF(seg []byte, rows, cols int) error {
