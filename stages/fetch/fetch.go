@@ -374,14 +374,13 @@ func human(b uint64) string {
 // stream hands each lesion on once all its objects are in the cache. The objects of the lesions
 // in progress download Concurrency at a time; an object two lesions share downloads once.
 func (st *Stage) stream(ctx context.Context, sc *pipeline.Context, p *plan) error {
-	timeout, _ := st.s.objectTimeout()
 	var retries, emitted atomic.Int64
-	dl := &gcp.Downloader{Store: st.store, Retries: st.s.Retries, Timeout: timeout,
-		BackoffBase: st.backoffBase, BackoffMax: st.backoffMax,
-		OnRetry: func(bucket, key string, attempt int, err error) {
-			retries.Add(1)
-			sc.Log.Debug("retrying object", "object", "gs://"+bucket+"/"+key, "attempt", attempt, "err", err)
-		}}
+	dl := st.s.Downloader(st.store)
+	dl.BackoffBase, dl.BackoffMax = st.backoffBase, st.backoffMax
+	dl.OnRetry = func(bucket, key string, attempt int, err error) {
+		retries.Add(1)
+		sc.Log.Debug("retrying object", "object", "gs://"+bucket+"/"+key, "attempt", attempt, "err", err)
+	}
 	slots := make(chan struct{}, st.s.Concurrency)
 	var downloads sync.WaitGroup
 	err := sc.Each(ctx, st.s.Concurrency, func(ctx context.Context, it pipeline.Item) error {
