@@ -12,8 +12,8 @@ import (
 // Check runs the guard on a whole file and names an unsupported transfer syntax as the reader
 // does. Errors wrap ErrCorrupt or ErrUnsupported.
 func Check(b []byte) error {
-	w := &walker{src: source{buf: b, size: int64(len(b))}}
-	if err := w.file(); err != nil {
+	w, err := guardWhole(b)
+	if err != nil {
 		return err
 	}
 	return checkTransferSyntax(w.ts)

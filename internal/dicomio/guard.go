@@ -50,8 +50,15 @@ func checkPrefix(prefix []byte, size int64) (complete bool, err error) {
 // Guard runs the guard on a whole object in memory, before any other reader of DICOM (the SR
 // reader, say) hands it to the library. Errors wrap ErrCorrupt.
 func Guard(b []byte) error {
+	_, err := guardWhole(b)
+	return err
+}
+
+// guardWhole runs the guard on a whole object and returns its walker (which holds the
+// transfer syntax it read).
+func guardWhole(b []byte) (*walker, error) {
 	w := &walker{src: source{buf: b, size: int64(len(b))}}
-	return w.file()
+	return w, w.file()
 }
 
 // source serves byte ranges of a file from buf, its first bytes (all of them, or a prefix).
