@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -29,9 +28,8 @@ func (st *Stage) readSRObjects(ctx context.Context, sc *pipeline.Context, rows [
 		return nil, pipeline.Haltf("temporary folder for the SR objects: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	ok := make([]bool, len(rows))
-	var mu sync.Mutex
-	var bytes int64
+	// each download writes only its own row's entries: no lock
+	ok, size := make([]bool, len(rows)), make([]int64, len(rows))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(srDownloads)
 	for i := range rows {
@@ -39,10 +37,7 @@ func (st *Stage) readSRObjects(ctx context.Context, sc *pipeline.Context, rows [
 			n, err := st.readSRObject(gctx, &rows[i], tmp)
 			switch {
 			case err == nil:
-				ok[i] = true
-				mu.Lock()
-				bytes += n
-				mu.Unlock()
+				ok[i], size[i] = true, n
 			case pipeline.IsHalt(err) || gctx.Err() != nil:
 				return err
 			default:
@@ -55,9 +50,11 @@ func (st *Stage) readSRObjects(ctx context.Context, sc *pipeline.Context, rows [
 		return nil, err
 	}
 	out := rows[:0:0]
+	var bytes int64
 	for i, r := range rows {
 		if ok[i] {
 			out = append(out, r)
+			bytes += size[i]
 		}
 	}
 	sc.Count("sr_objects_downloaded", int64(len(out)))
